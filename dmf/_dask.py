@@ -1,0 +1,61 @@
+"""The one place dmf talks to the Dask scheduler: client resolution, broadcast, persist."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask
+
+try:
+    from distributed import Client, default_client, wait
+except ImportError:  # pragma: no cover - distributed is a dependency, kept optional here
+    Client = None
+
+
+def resolve_client(client: "Client | None" = None) -> "Client | None":
+    """``client`` if given, else the current distributed client, else ``None`` (local scheduler)."""
+    if client is not None:
+        return client
+    if Client is None:
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def total_threads(client: "Client | None") -> int:
+    """Worker threads of the cluster, or local CPUs without a cluster."""
+    if client is None:
+        import os
+
+        return os.cpu_count() or 1
+    return max(1, sum(client.nthreads().values()))
+
+
+def broadcast(value: Any, client: "Client | None") -> Any:
+    """Make ``value`` one key of the graph that every task can depend on.
+
+    On a cluster the value is scattered once to one worker (no ``broadcast=True``: the Active
+    Memory Manager would undo the replicas, dask/dask#11148); each worker fetches it once,
+    when its first task needs it. Without a cluster it is wrapped as a single delayed value.
+    """
+    if client is not None:
+        return client.scatter(value, hash=False)
+    return dask.delayed(value, traverse=False)
+
+
+def persist(collections: list, client: "Client | None") -> list:
+    """Persist delayed objects and wait until they are in memory."""
+    if client is not None:
+        persisted = client.persist(collections)
+        wait(persisted)
+        return persisted
+    return list(dask.persist(*collections))
+
+
+def compute(collections: list, client: "Client | None") -> list:
+    """Compute collections and bring their (small) results to the client."""
+    if client is not None:
+        return client.compute(collections, sync=True)
+    return list(dask.compute(*collections))

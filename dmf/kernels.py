@@ -1,0 +1,220 @@
+"""Per-block numerical kernels: plain NumPy/SciPy functions of arrays, no Dask inside.
+
+A *rating block* holds the ratings of a contiguous range of rows (users, or items) in CSR
+form; ``cols`` index the other side's factor matrix. The ALS half-step solves, for every
+row ``u`` of the block, the regularized normal equations
+
+    (X_uᵀ X_u + λ·n_u·I) x_u = X_uᵀ y_u
+
+where ``X_u`` stacks the other side's factors of the rows' rated entities (with a column of
+ones appended when biases are learned), ``y_u`` the targets (rating minus global mean and
+the other side's biases), and ``n_u`` the row's rating count (weighted-λ, ALS-WR).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.linalg import lapack
+
+#: Padded row lengths: rows are batched with others of the same padded length. The ladder
+#: depends on a row's count only, so a row's arithmetic is the same in any block layout.
+_LENGTH_LADDER = np.unique(
+    np.concatenate([np.arange(1, 17), np.ceil(16 * 1.25 ** np.arange(1, 80)).astype(np.int64)])
+)
+#: Bytes of gathered factors per batch (float64).
+_BATCH_BYTES = 64 * 2**20
+
+
+@dataclass(frozen=True)
+class RatingBlock:
+    """Ratings of rows ``start .. start + n_rows - 1`` in CSR form.
+
+    Attributes
+    ----------
+    start : int
+        Global index of the block's first row.
+    indptr : ndarray of int64, shape (n_rows + 1,)
+        Row ``r``'s ratings are ``cols[indptr[r]:indptr[r + 1]]``, sorted by column.
+    cols : ndarray of int32, shape (nnz,)
+        Global indices into the other side's factors.
+    values : ndarray of float32, shape (nnz,)
+        Ratings.
+    """
+
+    start: int
+    indptr: np.ndarray
+    cols: np.ndarray
+    values: np.ndarray
+
+    @property
+    def n_rows(self) -> int:
+        return len(self.indptr) - 1
+
+    @property
+    def nnz(self) -> int:
+        return len(self.cols)
+
+    @property
+    def counts(self) -> np.ndarray:
+        return np.diff(self.indptr)
+
+    def row_of_rating(self) -> np.ndarray:
+        """Local row index (int64) of every rating."""
+        return np.repeat(np.arange(self.n_rows, dtype=np.int64), self.counts)
+
+
+def padded_lengths(counts: np.ndarray) -> np.ndarray:
+    """The batch length of rows with ``counts`` ratings (smallest ladder value >= count)."""
+    position = np.searchsorted(_LENGTH_LADDER, counts, side="left")
+    if position.size and position.max() >= len(_LENGTH_LADDER):
+        raise ValueError(f"a row has {counts.max()} ratings, more than the supported {_LENGTH_LADDER[-1]}")
+    return _LENGTH_LADDER[position]
+
+
+def solve_rows(
+    block: RatingBlock,
+    other_factors: np.ndarray,
+    targets: np.ndarray,
+    reg: float | np.ndarray,
+    append_ones: bool,
+    damping: float | np.ndarray = 0.0,
+) -> np.ndarray:
+    """Solve every row's regularized normal equations exactly (Cholesky, LAPACK ``dposv``).
+
+    Parameters
+    ----------
+    block
+        The rows to solve.
+    other_factors : ndarray, shape (n_other, k)
+        The fixed side's factors.
+    targets : ndarray of float64, shape (block.nnz,)
+        Right-hand side value per rating.
+    reg
+        λ, a scalar or one value per coordinate (``k + append_ones``); row ``u``'s
+        coordinate ``j`` is regularized by ``reg[j] * n_u + damping[j]``.
+    damping
+        Count-independent penalty, a scalar or one value per coordinate.
+    append_ones
+        Append a column of ones to ``other_factors`` (the solution's last coordinate is then
+        the row's bias).
+
+    Returns
+    -------
+    ndarray of float64, shape (block.n_rows, k + append_ones)
+        Rows without ratings are zero.
+    """
+    n_other, rank = other_factors.shape
+    width = rank + int(append_ones)
+    # One extra all-zero row: padding positions gather it and contribute nothing.
+    design = np.zeros((n_other + 1, width), dtype=np.float64)
+    design[:n_other, :rank] = other_factors
+    if append_ones:
+        design[:n_other, rank] = 1.0
+    reg = np.broadcast_to(np.asarray(reg, dtype=np.float64), (width,))
+    damping = np.broadcast_to(np.asarray(damping, dtype=np.float64), (width,))
+    solution = np.zeros((block.n_rows, width), dtype=np.float64)
+    counts = block.counts
+    lengths = padded_lengths(counts)
+    for length in np.unique(lengths[counts > 0]):
+        rows = np.flatnonzero((lengths == length) & (counts > 0))
+        batch = max(1, _BATCH_BYTES // (int(length) * width * 8))
+        for begin in range(0, len(rows), batch):
+            chunk = rows[begin : begin + batch]
+            solution[chunk] = _solve_batch(block, design, targets, chunk, int(length), reg, damping, n_other)
+    return solution
+
+
+def _solve_batch(block, design, targets, rows, length, reg, damping, pad_index) -> np.ndarray:
+    counts = block.counts[rows]
+    offsets = np.arange(length)
+    valid = offsets[None, :] < counts[:, None]
+    positions = np.where(valid, block.indptr[rows][:, None] + offsets[None, :], 0)
+    gathered = design[np.where(valid, block.cols[positions], pad_index)]  # (m, L, width)
+    rhs_values = np.where(valid, targets[positions], 0.0)  # (m, L)
+    transposed = gathered.transpose(0, 2, 1)
+    gram = np.matmul(transposed, gathered)  # (m, width, width)
+    rhs = np.matmul(transposed, rhs_values[:, :, None])[:, :, 0]  # (m, width)
+    diagonal = np.arange(gram.shape[1])
+    gram[:, diagonal, diagonal] += counts[:, None] * reg[None, :] + damping[None, :]
+    return solve_spd(gram, rhs)
+
+
+def solve_spd(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Solve a stack of symmetric positive definite systems by Cholesky (LAPACK ``dposv``).
+
+    One LAPACK call per system: measured at 21 µs per 65×65 system, against 34 µs for
+    NumPy's batched LU ``np.linalg.solve`` and 80 µs for batched Cholesky plus two batched
+    triangular solves (5,000 systems, one thread).
+    """
+    out = np.empty_like(rhs)
+    for row in range(len(gram)):
+        _, x, info = lapack.dposv(gram[row], rhs[row], lower=1, overwrite_a=1, overwrite_b=0)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"normal equations of a row are not positive definite (info={info})")
+        out[row] = x
+    return out
+
+
+def predict_ratings(
+    row_factors: np.ndarray,
+    col_factors: np.ndarray,
+    rows: np.ndarray,
+    cols: np.ndarray,
+    offset: np.ndarray | float = 0.0,
+    chunk: int = 1 << 20,
+) -> np.ndarray:
+    """``offset + sum(row_factors[rows] * col_factors[cols], axis=1)`` in float64, chunked."""
+    out = np.empty(len(rows), dtype=np.float64)
+    for begin in range(0, len(rows), chunk):
+        end = begin + chunk
+        left = row_factors[rows[begin:end]].astype(np.float64, copy=False)
+        right = col_factors[cols[begin:end]].astype(np.float64, copy=False)
+        out[begin:end] = np.einsum("ij,ij->i", left, right)
+    return out + offset
+
+
+def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``k`` columns of each row of ``scores``, best first, ties by lower column index.
+
+    ``-inf`` marks excluded entries; they are never returned, so a row may get fewer than
+    ``k`` columns.
+
+    Returns
+    -------
+    (row, column) : two int64 arrays of equal length, rows ascending, ranks in order.
+    """
+    n_rows, n_cols = scores.shape
+    k = min(k, n_cols)
+    if k <= 0 or n_rows == 0:
+        empty = np.empty(0, dtype=np.int64)
+        return empty, empty
+    if k < n_cols:
+        candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    else:
+        candidates = np.broadcast_to(np.arange(n_cols), (n_rows, n_cols)).copy()
+    candidate_scores = np.take_along_axis(scores, candidates, axis=1)
+    # Sort candidates by (-score, column): lexsort's last key is primary.
+    order = np.lexsort((candidates, -candidate_scores), axis=1)
+    candidates = np.take_along_axis(candidates, order, axis=1)
+    candidate_scores = np.take_along_axis(candidate_scores, order, axis=1)
+    if k < n_cols:
+        _break_boundary_ties(scores, candidates, candidate_scores, k)
+    keep = candidate_scores != -np.inf
+    rows = np.broadcast_to(np.arange(n_rows)[:, None], candidates.shape)
+    return rows[keep].astype(np.int64), candidates[keep].astype(np.int64)
+
+
+def _break_boundary_ties(scores, candidates, candidate_scores, k) -> None:
+    """argpartition picks arbitrarily among entries equal to the k-th best score; redo the
+    (rare) rows with such ties exactly, in place."""
+    kth = candidate_scores[:, -1]
+    at_least_kth = (scores >= kth[:, None]).sum(axis=1)
+    for row in np.flatnonzero(at_least_kth > k):
+        if kth[row] == -np.inf:
+            continue
+        columns = np.flatnonzero(scores[row] >= kth[row])
+        order = np.lexsort((columns, -scores[row, columns]))[:k]
+        candidates[row] = columns[order]
+        candidate_scores[row] = scores[row, columns[order]]

@@ -1,0 +1,214 @@
+"""Ingest boundary: turn a ratings source into a validated Dask DataFrame with canonical columns.
+
+This is the only module that renames columns. Everything downstream reads
+:mod:`dmf.columns`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Literal
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from dmf.columns import ITEM, RATING, TIMESTAMP, USER
+
+logger = logging.getLogger(__name__)
+
+DuplicatePolicy = Literal["error", "latest", "mean"]
+_DUPLICATE_POLICIES = ("error", "latest", "mean")
+_EXAMPLES = 3
+_ROWS_PER_PARTITION = 1_000_000
+
+
+def read_ratings(
+    source: str | os.PathLike | pd.DataFrame | dd.DataFrame,
+    *,
+    user: str = USER,
+    item: str = ITEM,
+    rating: str = RATING,
+    timestamp: str | None = TIMESTAMP,
+    duplicates: DuplicatePolicy = "error",
+    npartitions: int | None = None,
+) -> dd.DataFrame:
+    """Read and validate a ratings table.
+
+    Parameters
+    ----------
+    source
+        A Parquet file or directory of Parquet files, a pandas DataFrame or a Dask DataFrame.
+    user, item, rating
+        Names of the id and rating columns in ``source``; they are renamed to the canonical
+        ``user``, ``item``, ``rating``.
+    timestamp
+        Name of the timestamp column. The default ``"timestamp"`` is used when present and
+        skipped when absent; any other name must exist. ``None`` drops timestamps.
+    duplicates
+        What to do with repeated (user, item) pairs: ``"error"`` raises a ``ValueError`` with
+        their count, ``"latest"`` keeps the row with the largest timestamp (needs a timestamp
+        column), ``"mean"`` keeps the mean rating (and the latest timestamp).
+    npartitions
+        Partitions for a pandas ``source`` (default: one per million rows).
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Columns ``user`` and ``item`` (integers or strings, as given), ``rating`` (float32) and,
+        when present, ``timestamp``. Validation runs eagerly, as one pass over the data (two
+        when ``duplicates`` must be resolved); the returned frame is lazy.
+
+    Raises
+    ------
+    TypeError
+        ``source`` is not a path or DataFrame, or an id column is neither integer nor string.
+    ValueError
+        A column is missing, the table is empty, ids are missing, ratings are NaN, infinite or
+        not numbers, or (with ``duplicates="error"``) (user, item) pairs repeat. The message
+        names the column, the count and a few example rows.
+    """
+    if duplicates not in _DUPLICATE_POLICIES:
+        raise ValueError(f"duplicates must be one of {_DUPLICATE_POLICIES}, got {duplicates!r}")
+    frame = _as_dask_frame(source, npartitions)
+    frame = _select_and_rename(frame, user=user, item=item, rating=rating, timestamp=timestamp)
+    if duplicates == "latest" and TIMESTAMP not in frame.columns:
+        raise ValueError("duplicates='latest' needs a timestamp column; pass timestamp=<column name>")
+
+    summary_parts = frame.map_partitions(_partition_problems, meta=_PROBLEM_META)
+    pair_counts = (
+        frame[[USER, ITEM]].assign(occurrences=1).groupby([USER, ITEM])["occurrences"].sum(split_out=frame.npartitions)
+    )
+    repeated = pair_counts[pair_counts > 1]
+    summary, repeated_total, repeated_rows, repeated_examples = dask.compute(
+        summary_parts, repeated.sum(), repeated.size, repeated.head(_EXAMPLES, npartitions=-1)
+    )
+    _raise_for_problems(summary)
+
+    frame = frame.map_partitions(_coerce_ratings, meta=_coerced_meta(frame._meta))
+    n_duplicate_pairs = int(repeated_rows)
+    if n_duplicate_pairs:
+        extra_rows = int(repeated_total) - n_duplicate_pairs
+        examples = ", ".join(f"({u!r}, {i!r}) x{n}" for (u, i), n in repeated_examples.items())
+        if duplicates == "error":
+            raise ValueError(
+                f"ratings hold {n_duplicate_pairs} (user, item) pairs that occur more than once "
+                f"({extra_rows} extra rows), e.g. {examples}; pass duplicates='latest' or "
+                "duplicates='mean' to keep one rating per pair"
+            )
+        logger.info(
+            "resolving %d duplicated (user, item) pairs (%d extra rows) by %r",
+            n_duplicate_pairs,
+            extra_rows,
+            duplicates,
+        )
+        frame = frame.shuffle(on=[USER, ITEM]).map_partitions(
+            _resolve_duplicates, duplicates, meta=frame._meta
+        )
+    return frame
+
+
+def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
+    if isinstance(source, dd.DataFrame):
+        return source
+    if isinstance(source, pd.DataFrame):
+        if npartitions is None:
+            npartitions = max(1, -(-len(source) // _ROWS_PER_PARTITION))
+        return dd.from_pandas(source, npartitions=npartitions, sort=False)
+    if isinstance(source, (str, os.PathLike)):
+        path = os.fspath(source)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"ratings source {path!r} does not exist")
+        return dd.read_parquet(path)
+    raise TypeError(
+        "ratings source must be a Parquet path, a pandas DataFrame or a Dask DataFrame, "
+        f"got {type(source).__name__}"
+    )
+
+
+def _select_and_rename(frame: dd.DataFrame, *, user, item, rating, timestamp) -> dd.DataFrame:
+    wanted = {user: USER, item: ITEM, rating: RATING}
+    if timestamp is not None and (timestamp != TIMESTAMP or timestamp in frame.columns):
+        wanted[timestamp] = TIMESTAMP
+    missing = [name for name in wanted if name not in frame.columns]
+    if missing:
+        raise ValueError(
+            f"ratings table has no column {missing[0]!r} (columns: {list(frame.columns)}); "
+            "name the source columns with read_ratings(user=..., item=..., rating=..., timestamp=...)"
+        )
+    frame = frame[list(wanted)].rename(columns=wanted)
+    for column in (USER, ITEM):
+        dtype = frame._meta[column].dtype
+        if not (pd.api.types.is_integer_dtype(dtype) or _is_text(dtype)):
+            raise TypeError(
+                f"column {column!r} must hold integer or string ids, got dtype {dtype}; "
+                "cast it before reading"
+            )
+    return frame
+
+
+def _is_text(dtype) -> bool:
+    return pd.api.types.is_string_dtype(dtype) or dtype == object
+
+
+_PROBLEM_META = pd.DataFrame(
+    {"problem": pd.Series([], dtype=object), "count": pd.Series([], dtype="int64"),
+     "examples": pd.Series([], dtype=object), "rows": pd.Series([], dtype="int64")}
+)
+
+
+def _partition_problems(part: pd.DataFrame) -> pd.DataFrame:
+    """One row per kind of problem found in a partition, plus a ``rows`` total."""
+    numeric = pd.to_numeric(part[RATING], errors="coerce")
+    checks = {
+        f"column {USER!r} has missing ids": part[USER].isna().to_numpy(),
+        f"column {ITEM!r} has missing ids": part[ITEM].isna().to_numpy(),
+        f"column {RATING!r} has NaN or missing ratings": part[RATING].isna().to_numpy(),
+        f"column {RATING!r} has values that are not numbers": (
+            numeric.isna() & part[RATING].notna()
+        ).to_numpy(),
+        f"column {RATING!r} has infinite ratings": np.isinf(numeric.to_numpy(dtype="float64", na_value=0.0)),
+    }
+    records = [{"problem": "", "count": 0, "examples": "", "rows": len(part)}]
+    for problem, mask in checks.items():
+        if mask.any():
+            examples = part[mask].head(_EXAMPLES).to_dict("records")
+            records.append({"problem": problem, "count": int(mask.sum()), "examples": repr(examples), "rows": 0})
+    return pd.DataFrame.from_records(records, columns=list(_PROBLEM_META.columns)).astype(
+        _PROBLEM_META.dtypes.to_dict()
+    )
+
+
+def _raise_for_problems(summary: pd.DataFrame) -> None:
+    total_rows = int(summary["rows"].sum())
+    if total_rows == 0:
+        raise ValueError("ratings table is empty (0 rows); nothing to train on")
+    problems = summary[summary["problem"] != ""]
+    if problems.empty:
+        return
+    counts = problems.groupby("problem", sort=False)["count"].sum()
+    examples = problems.groupby("problem", sort=False)["examples"].first()
+    lines = [f"{problem}: {count} of {total_rows} rows, e.g. {examples[problem]}" for problem, count in counts.items()]
+    raise ValueError("invalid ratings: " + "; ".join(lines))
+
+
+def _coerced_meta(meta: pd.DataFrame) -> pd.DataFrame:
+    return meta.astype({RATING: "float32"})
+
+
+def _coerce_ratings(part: pd.DataFrame) -> pd.DataFrame:
+    return part.assign(**{RATING: pd.to_numeric(part[RATING]).astype("float32")})
+
+
+def _resolve_duplicates(part: pd.DataFrame, policy: DuplicatePolicy) -> pd.DataFrame:
+    """Keep one row per (user, item) in a partition that holds all rows of its pairs."""
+    if policy == "latest":
+        ordered = part.sort_values([USER, ITEM, TIMESTAMP, RATING], kind="stable")
+        return ordered.drop_duplicates([USER, ITEM], keep="last")
+    aggregations = {RATING: (RATING, "mean")}
+    if TIMESTAMP in part.columns:
+        aggregations[TIMESTAMP] = (TIMESTAMP, "max")
+    resolved = part.groupby([USER, ITEM], sort=True, as_index=False).agg(**aggregations)
+    return resolved.astype({RATING: "float32"})[list(part.columns)]

@@ -1,0 +1,223 @@
+"""Blocked ALS training loop on Dask: the functional core behind :class:`dmf.ALS`.
+
+One epoch = two half-steps. The user half-step solves every user block against the item
+factor table, which is a single graph key that each worker fetches once; the item half-step
+does the same the other way round. Each epoch persists the two new tables, waits, and drops
+the previous ones, so the graph never grows: 2·n_blocks + 4 tasks per epoch.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+
+import dask
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from dmf import _dask
+from dmf._random import entity_normals
+from dmf.blocks import build_blocks
+from dmf.columns import ITEM, ITEM_INDEX, RATING, USER, USER_INDEX
+from dmf.kernels import RatingBlock, predict_ratings, solve_rows
+from dmf.vocabulary import IdVocabulary
+
+logger = logging.getLogger(__name__)
+
+USER_STREAM, ITEM_STREAM = 1, 2
+
+
+@dataclass
+class FactorTable:
+    """Factors and biases of a range of rows, with the training error of their ratings.
+
+    ``factors`` is float32 (n, rank); ``biases`` float32 (n,) or None when biases are off.
+    ``squared_error`` and ``count`` cover the ratings of these rows under the factors that
+    produced them; ``n_nonfinite`` counts NaN/inf entries.
+    """
+
+    factors: np.ndarray
+    biases: np.ndarray | None
+    squared_error: float = 0.0
+    count: int = 0
+    n_nonfinite: int = 0
+
+
+@dataclass
+class TrainingResult:
+    user_ids: IdVocabulary
+    item_ids: IdVocabulary
+    users: FactorTable
+    items: FactorTable
+    global_mean: float
+    n_ratings: int
+    n_blocks: int
+    history: list[dict] = field(default_factory=list)
+
+
+def initial_factors(id_hashes: np.ndarray, rank: int, seed: int, stream: int) -> np.ndarray:
+    """Initial factors (float32, (n, rank)): N(0, 1/rank) per entry, a function of seed and id."""
+    return (entity_normals(seed, stream, id_hashes, rank) / math.sqrt(rank)).astype(np.float32)
+
+
+def solve_block(
+    block: RatingBlock, other: FactorTable, global_mean: float, reg: float, bias_reg: float, damping: float, use_biases: bool
+) -> FactorTable:
+    """Solve one block's rows against the other side's fixed factors (exact, Cholesky)."""
+    rank = other.factors.shape[1]
+    penalties = np.full(rank + int(use_biases), reg)
+    damping = np.full_like(penalties, damping)
+    if use_biases:
+        penalties[rank], damping[rank] = bias_reg, 0.0
+    values = block.values.astype(np.float64)
+    other_bias = other.biases[block.cols].astype(np.float64) if use_biases else 0.0
+    targets = values - global_mean - other_bias if use_biases else values
+    solution = solve_rows(block, other.factors, targets, penalties, append_ones=use_biases, damping=damping)
+    factors = solution[:, :rank].astype(np.float32)
+    biases = solution[:, rank].astype(np.float32) if use_biases else None
+    rows = block.row_of_rating()
+    offset = global_mean + biases[rows] + other_bias if use_biases else 0.0
+    errors = values - predict_ratings(factors, other.factors, rows, block.cols, offset)
+    nonfinite = int((~np.isfinite(factors)).sum()) + (int((~np.isfinite(biases)).sum()) if use_biases else 0)
+    return FactorTable(factors, biases, float(np.dot(errors, errors)), len(errors), nonfinite)
+
+
+def solve_user_block(*args) -> FactorTable:
+    """User half-step on one block (named for the dashboard)."""
+    return solve_block(*args)
+
+
+def solve_item_block(*args) -> FactorTable:
+    """Item half-step on one block (named for the dashboard)."""
+    return solve_block(*args)
+
+
+def assemble_factor_table(tables: list[FactorTable]) -> FactorTable:
+    """Concatenate block tables in block order into the side's full table."""
+    biases = None if tables[0].biases is None else np.concatenate([t.biases for t in tables])
+    return FactorTable(
+        np.concatenate([t.factors for t in tables]),
+        biases,
+        sum(t.squared_error for t in tables),
+        sum(t.count for t in tables),
+        sum(t.n_nonfinite for t in tables),
+    )
+
+
+def table_summary(table: FactorTable) -> tuple[float, int, int]:
+    return table.squared_error, table.count, table.n_nonfinite
+
+
+def block_rating_sum(block: RatingBlock) -> tuple[float, int]:
+    return float(block.values.astype(np.float64).sum()), block.nnz
+
+
+def index_ratings(ratings: dd.DataFrame, user_ids, item_ids) -> dd.DataFrame:
+    """Replace ids by vocabulary indices (-1 when unknown); keeps the rating column."""
+    meta = pd.DataFrame(
+        {USER_INDEX: pd.Series([], dtype="int64"), ITEM_INDEX: pd.Series([], dtype="int64"),
+         RATING: pd.Series([], dtype="float32")}
+    )
+    return ratings.map_partitions(_index_partition, user_ids, item_ids, meta=meta)
+
+
+def _index_partition(part: pd.DataFrame, user_ids: IdVocabulary, item_ids: IdVocabulary) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            USER_INDEX: user_ids.index_of(part[USER]),
+            ITEM_INDEX: item_ids.index_of(part[ITEM]),
+            RATING: part[RATING].to_numpy(dtype=np.float32),
+        }
+    )
+
+
+def fit_als(
+    ratings: dd.DataFrame,
+    *,
+    rank: int,
+    reg: float,
+    bias_reg: float,
+    damping: float,
+    max_iter: int,
+    seed: int,
+    n_blocks: int | None,
+    use_biases: bool,
+    client=None,
+    warm_start: TrainingResult | None = None,
+) -> TrainingResult:
+    """Factor ``ratings`` (canonical columns, validated) with blocked ALS-WR.
+
+    Parameters are those of :class:`dmf.ALS`. ``warm_start`` seeds the item factors (and
+    biases) of items it knows; other items start from the seed as usual.
+    """
+    client = _dask.resolve_client(client)
+    if n_blocks is None:
+        n_blocks = 2 * _dask.total_threads(client)
+    user_unique, item_unique = _dask.compute(
+        [ratings[USER].drop_duplicates(), ratings[ITEM].drop_duplicates()], client
+    )
+    user_ids, item_ids = IdVocabulary(user_unique.to_numpy()), IdVocabulary(item_unique.to_numpy())
+    indexed = index_ratings(
+        ratings, _dask.broadcast(user_ids, client), _dask.broadcast(item_ids, client)
+    )
+    user_blocks = build_blocks(indexed, USER_INDEX, ITEM_INDEX, RATING, len(user_ids), n_blocks, "user")
+    item_blocks = build_blocks(indexed, ITEM_INDEX, USER_INDEX, RATING, len(item_ids), n_blocks, "item")
+    started = time.perf_counter()
+    blocks = _dask.persist(user_blocks + item_blocks, client)
+    user_blocks, item_blocks = blocks[: len(user_blocks)], blocks[len(user_blocks) :]
+    sums = _dask.compute([dask.delayed(block_rating_sum)(b) for b in user_blocks], client)
+    n_ratings = sum(count for _, count in sums)
+    global_mean = sum(total for total, _ in sums) / n_ratings
+    logger.info(
+        "blocked %d ratings of %d users x %d items into %d user and %d item blocks in %.1f s",
+        n_ratings, len(user_ids), len(item_ids), len(user_blocks), len(item_blocks),
+        time.perf_counter() - started,
+    )
+    items = _initial_items(item_ids, rank, seed, use_biases, warm_start)
+    item_table = _dask.broadcast(items, client)
+    solve_users = dask.delayed(solve_user_block, pure=False)
+    solve_items = dask.delayed(solve_item_block, pure=False)
+    assemble = dask.delayed(assemble_factor_table, pure=False)
+    summarize = dask.delayed(table_summary, pure=True)
+    history = []
+    for epoch in range(1, max_iter + 1):
+        started = time.perf_counter()
+        user_table = assemble([solve_users(b, item_table, global_mean, reg, bias_reg, damping, use_biases) for b in user_blocks])
+        item_table = assemble([solve_items(b, user_table, global_mean, reg, bias_reg, damping, use_biases) for b in item_blocks])
+        user_table, item_table = _dask.persist([user_table, item_table], client)
+        user_summary, item_summary = _dask.compute([summarize(user_table), summarize(item_table)], client)
+        for side, summary in (("user", user_summary), ("item", item_summary)):
+            if summary[2]:
+                raise FloatingPointError(
+                    f"ALS diverged: {summary[2]} non-finite {side} factors in iteration {epoch}; "
+                    "increase reg or check the ratings for extreme values"
+                )
+        squared_error, count, _ = item_summary
+        record = {
+            "epoch": epoch,
+            "train_rmse": math.sqrt(squared_error / count),
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        logger.info("epoch %d train_rmse=%.5f seconds=%.2f", epoch, record["train_rmse"], record["seconds"])
+    users, items = _dask.compute([user_table, item_table], client)
+    return TrainingResult(user_ids, item_ids, users, items, global_mean, n_ratings, len(user_blocks), history)
+
+
+def _initial_items(item_ids: IdVocabulary, rank, seed, use_biases, warm_start) -> FactorTable:
+    factors = initial_factors(item_ids.id_hashes(), rank, seed, ITEM_STREAM)
+    biases = np.zeros(len(item_ids), dtype=np.float32) if use_biases else None
+    if warm_start is not None:
+        known = warm_start.item_ids.index_of(item_ids.ids)
+        found = known >= 0
+        if warm_start.items.factors.shape[1] != rank:
+            raise ValueError(
+                f"warm start model has rank {warm_start.items.factors.shape[1]}, this fit has rank {rank}"
+            )
+        factors[found] = warm_start.items.factors[known[found]]
+        if use_biases and warm_start.items.biases is not None:
+            biases[found] = warm_start.items.biases[known[found]]
+    return FactorTable(factors, biases)
