@@ -1,0 +1,9 @@
+"""dmf: distributed matrix factorization (blocked ALS) recommender on Dask."""
+
+__version__ = "0.1.0"
+
+from dmf.als import ALS
+from dmf.metrics import Metric, error_totals, mae, rmse
+from dmf.ratings import read_ratings
+
+__all__ = ["ALS", "Metric", "error_totals", "mae", "read_ratings", "rmse", "__version__"]

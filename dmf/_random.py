@@ -32,8 +32,8 @@ def entity_normals(seed: int, stream: int, id_hashes: np.ndarray, width: int) ->
 
     ``stream`` separates independent uses (e.g. user vs item factors).
     """
-    base = _splitmix64(np.uint64(seed) ^ (np.uint64(stream) * _MIX1))
     with np.errstate(over="ignore"):
+        base = _splitmix64(np.asarray([seed], dtype=np.uint64) ^ (np.uint64(stream) * _MIX1))[0]
         entity_keys = _splitmix64(np.asarray(id_hashes, dtype=np.uint64) ^ base)
         position = np.arange(width, dtype=np.uint64) * np.uint64(2)
         keys = entity_keys[:, None] * _MIX2 + position[None, :]

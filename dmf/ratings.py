@@ -169,7 +169,9 @@ def _partition_problems(part: pd.DataFrame) -> pd.DataFrame:
         f"column {RATING!r} has values that are not numbers": (
             numeric.isna() & part[RATING].notna()
         ).to_numpy(),
-        f"column {RATING!r} has infinite ratings": np.isinf(numeric.to_numpy(dtype="float64", na_value=0.0)),
+        f"column {RATING!r} has infinite ratings or ratings beyond float32 range": (
+            np.abs(numeric.to_numpy(dtype="float64", na_value=0.0)) > np.finfo(np.float32).max
+        ),
     }
     records = [{"problem": "", "count": 0, "examples": "", "rows": len(part)}]
     for problem, mask in checks.items():

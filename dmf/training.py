@@ -55,6 +55,7 @@ class TrainingResult:
     global_mean: float
     n_ratings: int
     n_blocks: int
+    rating_range: tuple[float, float]
     history: list[dict] = field(default_factory=list)
 
 
@@ -111,8 +112,12 @@ def table_summary(table: FactorTable) -> tuple[float, int, int]:
     return table.squared_error, table.count, table.n_nonfinite
 
 
-def block_rating_sum(block: RatingBlock) -> tuple[float, int]:
-    return float(block.values.astype(np.float64).sum()), block.nnz
+def block_rating_stats(block: RatingBlock) -> tuple[float, int, float, float]:
+    """(sum, count, min, max) of a block's ratings."""
+    if block.nnz == 0:
+        return 0.0, 0, np.inf, -np.inf
+    values = block.values.astype(np.float64)
+    return float(values.sum()), block.nnz, float(values.min()), float(values.max())
 
 
 def index_ratings(ratings: dd.DataFrame, user_ids, item_ids) -> dd.DataFrame:
@@ -168,9 +173,10 @@ def fit_als(
     started = time.perf_counter()
     blocks = _dask.persist(user_blocks + item_blocks, client)
     user_blocks, item_blocks = blocks[: len(user_blocks)], blocks[len(user_blocks) :]
-    sums = _dask.compute([dask.delayed(block_rating_sum)(b) for b in user_blocks], client)
-    n_ratings = sum(count for _, count in sums)
-    global_mean = sum(total for total, _ in sums) / n_ratings
+    stats = _dask.compute([dask.delayed(block_rating_stats)(b) for b in user_blocks], client)
+    n_ratings = sum(s[1] for s in stats)
+    global_mean = sum(s[0] for s in stats) / n_ratings
+    rating_range = (min(s[2] for s in stats), max(s[3] for s in stats))
     logger.info(
         "blocked %d ratings of %d users x %d items into %d user and %d item blocks in %.1f s",
         n_ratings, len(user_ids), len(item_ids), len(user_blocks), len(item_blocks),
@@ -182,12 +188,15 @@ def fit_als(
     solve_items = dask.delayed(solve_item_block, pure=False)
     assemble = dask.delayed(assemble_factor_table, pure=False)
     summarize = dask.delayed(table_summary, pure=True)
+    settings = (global_mean, reg, bias_reg, damping, use_biases)
     history = []
     for epoch in range(1, max_iter + 1):
         started = time.perf_counter()
-        user_table = assemble([solve_users(b, item_table, global_mean, reg, bias_reg, damping, use_biases) for b in user_blocks])
-        item_table = assemble([solve_items(b, user_table, global_mean, reg, bias_reg, damping, use_biases) for b in item_blocks])
-        user_table, item_table = _dask.persist([user_table, item_table], client)
+        # The previous tables stay referenced until the new ones are in memory: the cluster
+        # releases a key as soon as the client drops its last reference.
+        new_users = assemble([solve_users(b, item_table, *settings) for b in user_blocks])
+        new_items = assemble([solve_items(b, new_users, *settings) for b in item_blocks])
+        user_table, item_table = _dask.persist([new_users, new_items], client)
         user_summary, item_summary = _dask.compute([summarize(user_table), summarize(item_table)], client)
         for side, summary in (("user", user_summary), ("item", item_summary)):
             if summary[2]:
@@ -204,7 +213,9 @@ def fit_als(
         history.append(record)
         logger.info("epoch %d train_rmse=%.5f seconds=%.2f", epoch, record["train_rmse"], record["seconds"])
     users, items = _dask.compute([user_table, item_table], client)
-    return TrainingResult(user_ids, item_ids, users, items, global_mean, n_ratings, len(user_blocks), history)
+    return TrainingResult(
+        user_ids, item_ids, users, items, global_mean, n_ratings, len(user_blocks), rating_range, history
+    )
 
 
 def _initial_items(item_ids: IdVocabulary, rank, seed, use_biases, warm_start) -> FactorTable:

@@ -1,0 +1,299 @@
+"""The public estimator :class:`ALS`: explicit-feedback blocked ALS with biases on Dask."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+import dmf
+from dmf import _dask
+from dmf.persistence import factor_table, load_manifest, read_factor_table, save_model, TABLES
+from dmf.ratings import read_ratings
+from dmf.scoring import (
+    UNKNOWN_POLICIES,
+    ScoringState,
+    as_dask_frame,
+    predict_stage,
+    recommend_stage,
+    require_columns,
+)
+from dmf.training import FactorTable, TrainingResult, fit_als
+from dmf.vocabulary import IdVocabulary
+from dmf.columns import ITEM, USER
+
+
+class ALS:
+    """Alternating least squares with weighted-λ regularization and biases, on Dask.
+
+    The model is ``r̂(u, i) = μ + b_u + b_i + p_u · q_i`` (``biases=False``: ``p_u · q_i``).
+    Each half-step solves, for every user (then every item) ``u`` with ``n_u`` ratings,
+
+        minimize Σ_i (r_ui − μ − b_i − b_u − p_u·q_i)² + (reg·n_u + damping)·‖p_u‖² + bias_reg·n_u·b_u²
+
+    exactly (Cholesky), as in Zhou et al. (2008) / Spark MLlib with Koren's biases learned
+    jointly. ``damping = 0`` and ``bias_reg = reg`` give plain ALS-WR.
+
+    Parameters
+    ----------
+    rank : int
+        Length k of the user and item factor vectors.
+    reg : float
+        λ, the regularization weight per rating (ALS-WR).
+    bias_reg : float
+        Regularization weight per rating of the biases.
+    damping : float
+        Count-independent extra penalty on factors; it keeps rarely rated users and items,
+        which ALS-WR barely regularizes, close to the bias model.
+    max_iter : int
+        Epochs; one epoch solves all users, then all items.
+    seed : int
+        Seed of the initial factors. Initial vectors derive from the seed and each entity's
+        id, so the model does not depend on ``n_blocks`` or on the workers.
+    n_blocks : int or None
+        Number of user blocks and of item blocks; default twice the cluster's threads.
+    biases : bool
+        Learn the global mean and user and item biases.
+    unknown : {"bias", "nan", "drop"}
+        Pairs with a user or item unseen in training: ``"bias"`` predicts the bias model
+        (global mean plus whichever bias is known), ``"nan"`` predicts NaN, ``"drop"``
+        leaves the pair out. Metrics count such pairs.
+    clip : bool
+        Clip predictions to the training ratings' range (recommendation scores are not
+        clipped).
+
+    Attributes
+    ----------
+    user_ids_, item_ids_ : pandas.Index
+        Sorted training ids; row ``j`` of the factor matrices belongs to id ``j``.
+    user_factors_, item_factors_ : ndarray of float32, shape (n, rank)
+    user_biases_, item_biases_ : ndarray of float32, shape (n,) (zeros when ``biases=False``)
+    global_mean_ : float
+        Mean training rating.
+    rating_range_ : (float, float)
+        Minimum and maximum training rating.
+    history_ : list of dict
+        Per epoch: ``epoch``, ``train_rmse``, ``seconds``.
+    n_ratings_, n_blocks_ : int
+    """
+
+    def __init__(
+        self,
+        rank: int = 50,
+        reg: float = 0.08,
+        bias_reg: float = 0.05,
+        damping: float = 3.0,
+        max_iter: int = 20,
+        seed: int = 0,
+        n_blocks: int | None = None,
+        biases: bool = True,
+        unknown: str = "bias",
+        clip: bool = True,
+    ):
+        self.rank = rank
+        self.reg = reg
+        self.bias_reg = bias_reg
+        self.damping = damping
+        self.max_iter = max_iter
+        self.seed = seed
+        self.n_blocks = n_blocks
+        self.biases = biases
+        self.unknown = unknown
+        self.clip = clip
+
+    def get_params(self) -> dict:
+        """Constructor arguments; ``ALS(**model.get_params())`` builds an equal, unfitted model."""
+        return {name: getattr(self, name) for name in _PARAM_NAMES}
+
+    def __repr__(self) -> str:
+        return f"ALS({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+    def _check_params(self) -> None:
+        if not isinstance(self.rank, (int, np.integer)) or self.rank < 1:
+            raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
+        if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
+            raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
+        for name in ("reg", "bias_reg", "damping"):
+            value = getattr(self, name)
+            if not np.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if self.reg == 0 and self.damping == 0:
+            raise ValueError("reg and damping are both 0: the normal equations may be singular; set reg > 0")
+        if self.unknown not in UNKNOWN_POLICIES:
+            raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {self.unknown!r}")
+        if self.n_blocks is not None and (not isinstance(self.n_blocks, (int, np.integer)) or self.n_blocks < 1):
+            raise ValueError(f"n_blocks must be a positive integer or None, got {self.n_blocks!r}")
+
+    # -- training -------------------------------------------------------------------------
+    def fit(self, ratings, *, client=None, validate: bool = True, warm_start: "ALS | None" = None) -> "ALS":
+        """Fit on a ratings table; returns ``self``.
+
+        Parameters
+        ----------
+        ratings
+            Anything :func:`dmf.read_ratings` accepts (Parquet path, pandas or Dask
+            DataFrame with canonical columns ``user, item, rating``).
+        client : distributed.Client, optional
+            Default: the current client; without one the local Dask scheduler is used.
+        validate
+            Run :func:`dmf.read_ratings` on ``ratings`` first. Pass ``False`` for a frame
+            that already came out of it.
+        warm_start
+            A fitted model whose item factors start the items it knows (others start from
+            the seed).
+        """
+        self._check_params()
+        frame = read_ratings(ratings) if validate else as_dask_frame(ratings, "ratings")
+        result = fit_als(
+            frame,
+            rank=int(self.rank),
+            reg=float(self.reg),
+            bias_reg=float(self.bias_reg),
+            damping=float(self.damping),
+            max_iter=int(self.max_iter),
+            seed=int(self.seed),
+            n_blocks=self.n_blocks,
+            use_biases=bool(self.biases),
+            client=client,
+            warm_start=warm_start._training_result() if warm_start is not None else None,
+        )
+        self._set_fitted(result)
+        return self
+
+    def _set_fitted(self, result: TrainingResult) -> None:
+        self.user_ids_ = result.user_ids.ids
+        self.item_ids_ = result.item_ids.ids
+        self.user_factors_ = result.users.factors
+        self.item_factors_ = result.items.factors
+        self.user_biases_ = _biases_or_zeros(result.users)
+        self.item_biases_ = _biases_or_zeros(result.items)
+        self.global_mean_ = float(result.global_mean)
+        self.rating_range_ = tuple(float(v) for v in result.rating_range)
+        self.history_ = list(result.history)
+        self.n_ratings_ = int(result.n_ratings)
+        self.n_blocks_ = int(result.n_blocks)
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "user_factors_"):
+            raise RuntimeError("this ALS model is not fitted yet: call fit(ratings) or ALS.load(directory)")
+
+    def _training_result(self) -> TrainingResult:
+        self._check_fitted()
+        return TrainingResult(
+            IdVocabulary(self.user_ids_),
+            IdVocabulary(self.item_ids_),
+            FactorTable(self.user_factors_, self.user_biases_),
+            FactorTable(self.item_factors_, self.item_biases_),
+            self.global_mean_,
+            self.n_ratings_,
+            self.n_blocks_,
+            self.rating_range_,
+            self.history_,
+        )
+
+    def scoring_state(self) -> ScoringState:
+        """The arrays a scoring task needs (sent to the workers once per stage)."""
+        self._check_fitted()
+        return ScoringState(
+            IdVocabulary(self.user_ids_),
+            IdVocabulary(self.item_ids_),
+            self.user_factors_,
+            self.item_factors_,
+            self.user_biases_,
+            self.item_biases_,
+            self.global_mean_ if self.biases else 0.0,
+            self.global_mean_,
+            self.rating_range_ if self.clip else None,
+        )
+
+    # -- scoring --------------------------------------------------------------------------
+    def predict(self, pairs, *, client=None) -> dd.DataFrame:
+        """Predicted ratings: a Dask DataFrame ``user, item, prediction`` (float32).
+
+        ``pairs`` is a pandas or Dask DataFrame with ``user`` and ``item`` columns; other
+        columns are ignored. Unknown ids follow the ``unknown`` policy.
+        """
+        pairs = as_dask_frame(pairs, "pairs")
+        require_columns(pairs, [USER, ITEM], "pairs")
+        client = _dask.resolve_client(client)
+        state = _dask.broadcast(self.scoring_state(), client)
+        return predict_stage(state, pairs[[USER, ITEM]], self.unknown)
+
+    def recommend(self, k: int = 10, users=None, exclude=None, *, client=None) -> dd.DataFrame:
+        """Top-``k`` items per user: a Dask DataFrame ``user, rank, item, score``.
+
+        Parameters
+        ----------
+        k
+            Items per user; users with fewer than ``k`` items left after exclusion get
+            fewer rows.
+        users
+            Ids to recommend for (default: every training user). Ids unknown to the model
+            get the bias model's ranking.
+        exclude
+            Pandas or Dask DataFrame of ``user, item`` pairs never to recommend, typically
+            the training ratings.
+
+        Returns
+        -------
+        dask.dataframe.DataFrame
+            ``rank`` 1 is the best; ``score`` is the unclipped predicted rating; ties break
+            by the lower item index (item order of ``item_ids_``).
+        """
+        client = _dask.resolve_client(client)
+        n_blocks = self.n_blocks or 2 * _dask.total_threads(client)
+        return recommend_stage(self.scoring_state(), k, users, exclude, n_blocks, client)
+
+    # -- persistence ----------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the model to ``directory`` (JSON manifest + Parquet), atomically."""
+        self._check_fitted()
+        manifest = {
+            "dmf_version": dmf.__version__,
+            "params": self.get_params(),
+            "counts": {"users": len(self.user_ids_), "items": len(self.item_ids_), "ratings": self.n_ratings_},
+            "global_mean": self.global_mean_,
+            "rating_range": list(self.rating_range_),
+            "n_blocks": self.n_blocks_,
+            "history": self.history_,
+        }
+        tables = {
+            "users": factor_table(self.user_ids_, self.user_factors_, self.user_biases_ if self.biases else None),
+            "items": factor_table(self.item_ids_, self.item_factors_, self.item_biases_ if self.biases else None),
+        }
+        return save_model(directory, manifest, tables, overwrite)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> "ALS":
+        """Read a model written by :meth:`save`; needs no cluster."""
+        manifest = load_manifest(directory)
+        model = cls(**manifest["params"])
+        rank = int(model.rank)
+        user_ids, user_factors, user_biases = read_factor_table(Path(directory) / TABLES["users"], rank)
+        item_ids, item_factors, item_biases = read_factor_table(Path(directory) / TABLES["items"], rank)
+        model._set_fitted(
+            TrainingResult(
+                IdVocabulary(user_ids),
+                IdVocabulary(item_ids),
+                FactorTable(user_factors, user_biases),
+                FactorTable(item_factors, item_biases),
+                manifest["global_mean"],
+                manifest["counts"]["ratings"],
+                manifest["n_blocks"],
+                tuple(manifest["rating_range"]),
+                manifest["history"],
+            )
+        )
+        return model
+
+
+_PARAM_NAMES = ("rank", "reg", "bias_reg", "damping", "max_iter", "seed", "n_blocks", "biases", "unknown", "clip")
+
+
+def _biases_or_zeros(table: FactorTable) -> np.ndarray:
+    if table.biases is None:
+        return np.zeros(len(table.factors), dtype=np.float32)
+    return table.biases

@@ -1,0 +1,56 @@
+"""Atomic output directories and JSON files: nothing half-written is ever visible."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_directory(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a fresh temporary directory beside ``path``; rename it to ``path`` on success.
+
+    On an exception the temporary directory is removed and ``path`` is untouched. With
+    ``overwrite=True`` an existing ``path`` is replaced (moved aside, then deleted, after
+    the new directory is in place); without it an existing ``path`` raises
+    ``FileExistsError`` before anything is written.
+    """
+    target = Path(path)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} already exists; pass overwrite=True to replace it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    temporary.mkdir()
+    try:
+        yield temporary
+    except BaseException:
+        shutil.rmtree(temporary, ignore_errors=True)
+        raise
+    replaced = None
+    if target.exists():
+        replaced = target.parent / f".{target.name}.old-{uuid.uuid4().hex}"
+        os.rename(target, replaced)
+    os.rename(temporary, target)
+    if replaced is not None:
+        shutil.rmtree(replaced, ignore_errors=True)
+
+
+def write_json_atomic(path: str | os.PathLike, payload: dict) -> None:
+    """Write ``payload`` as indented JSON via a temporary file and an atomic rename."""
+    target = Path(path)
+    temporary = target.parent / f".{target.name}.tmp-{uuid.uuid4().hex}"
+    temporary.write_text(json.dumps(payload, indent=2, sort_keys=True, default=_json_default) + "\n")
+    os.replace(temporary, target)
+
+
+def _json_default(value):
+    if hasattr(value, "item"):
+        return value.item()
+    if isinstance(value, Path):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
