@@ -1,0 +1,101 @@
+"""Blocked ALS on a real 2-worker LocalCluster against independent references."""
+
+import numpy as np
+import pandas as pd
+import dask.dataframe as dd
+import pytest
+from distributed import Client, LocalCluster, get_task_stream
+
+import dmf
+from dmf.training import ITEM_STREAM, initial_factors
+from dmf.vocabulary import stable_id_hashes
+from helpers import dense_als, random_ratings
+
+# Per-row solves agree with np.linalg.solve to ~1e-12; factors are stored as float32, so
+# after 3 epochs the two implementations may differ in the last float32 bits.
+REFERENCE_ATOL = 2e-5
+
+
+@pytest.mark.parametrize("biases", [True, False])
+def test_fit_equals_dense_numpy_als(client, biases):
+    ratings = random_ratings(60, 45, 0.25, seed=3)
+    params = dict(rank=4, reg=0.1, bias_reg=0.05, damping=0.5, max_iter=3, biases=biases)
+    with get_task_stream(client) as stream:
+        model = dmf.ALS(**params, seed=11, n_blocks=3).fit(ratings)
+    items = np.sort(ratings["item"].unique())
+    start = initial_factors(stable_id_hashes(pd.Index(items)), 4, 11, ITEM_STREAM)
+    reference = dense_als(ratings, start, reg=0.1, bias_reg=0.05, damping=0.5, iterations=3, biases=biases)
+    assert list(model.user_ids_) == list(reference["users"])
+    np.testing.assert_allclose(model.user_factors_, reference["user_factors"], atol=REFERENCE_ATOL)
+    np.testing.assert_allclose(model.item_factors_, reference["item_factors"], atol=REFERENCE_ATOL)
+    np.testing.assert_allclose(model.user_biases_, reference["user_bias"], atol=REFERENCE_ATOL)
+    np.testing.assert_allclose(model.item_biases_, reference["item_bias"], atol=REFERENCE_ATOL)
+    assert model.global_mean_ == pytest.approx(reference["mean"] if biases else ratings["rating"].mean(), rel=1e-6)
+    # The cluster ran the solves: n_blocks user and item solve tasks per epoch, no more.
+    prefixes = pd.Series([t["key"][0] if isinstance(t["key"], tuple) else t["key"] for t in stream.data])
+    prefixes = prefixes.str.rsplit("-", n=5).str[0]
+    assert (prefixes == "solve_user_block").sum() == 3 * 3
+    assert (prefixes == "solve_item_block").sum() == 3 * 3
+    assert len(model.history_) == 3
+    assert all(set(h) == {"epoch", "train_rmse", "seconds"} for h in model.history_)
+
+
+def test_recovers_planted_low_rank_matrix(client):
+    rng = np.random.default_rng(5)
+    n_users, n_items, rank, noise = 500, 400, 5, 0.1
+    p, q = rng.normal(size=(n_users, rank)), rng.normal(size=(n_items, rank))
+    mask = rng.random((n_users, n_items)) < 0.3
+    users, items = np.nonzero(mask)
+    values = (p[users] * q[items]).sum(1) + rng.normal(0, noise, len(users))
+    ratings = pd.DataFrame({"user": users, "item": items, "rating": values})
+    model = dmf.ALS(rank=5, reg=1e-4, damping=0.0, bias_reg=1e-4, max_iter=15, biases=False, clip=False).fit(ratings)
+    train_rmse = model.history_[-1]["train_rmse"]
+    assert 0.9 * noise <= train_rmse <= 1.1 * noise
+    assert dmf.rmse(model, ratings) == pytest.approx(train_rmse, rel=1e-3)
+
+
+def _fit_factors(ratings, n_blocks):
+    model = dmf.ALS(rank=6, max_iter=4, seed=7, n_blocks=n_blocks).fit(ratings)
+    return model.user_factors_, model.item_factors_, model.user_biases_, model.item_biases_
+
+
+def test_same_seed_same_model_for_any_blocks_and_workers(client):
+    """Bit-identical factors for n_blocks 1, 3, 8 on 2 workers and on a 1-worker cluster."""
+    ratings = random_ratings(120, 90, 0.15, seed=8)
+    reference = _fit_factors(ratings, 1)
+    for n_blocks in (3, 8):
+        for got, want in zip(_fit_factors(ratings, n_blocks), reference):
+            np.testing.assert_array_equal(got, want)
+    with LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as single, Client(single):
+        for got, want in zip(_fit_factors(ratings, 3), reference):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_different_seed_gives_a_different_model(client):
+    ratings = random_ratings(40, 30, 0.3, seed=2)
+    first = dmf.ALS(rank=3, max_iter=2, seed=1).fit(ratings).item_factors_
+    second = dmf.ALS(rank=3, max_iter=2, seed=2).fit(ratings).item_factors_
+    assert not np.allclose(first, second)
+
+
+def test_string_ids_and_get_params_round_trip(client):
+    ratings = random_ratings(30, 20, 0.4, seed=4, user_prefix="u-")
+    model = dmf.ALS(rank=3, max_iter=2, n_blocks=2).fit(ratings)
+    assert set(model.user_ids_) == set(ratings["user"])
+    assert dmf.ALS(**model.get_params()).get_params() == model.get_params()
+    predictions = model.predict(ratings.head(10)).compute()
+    assert list(predictions["user"]) == list(ratings["user"].head(10))
+
+
+def test_non_finite_factors_name_the_iteration(client):
+    ratings = random_ratings(20, 15, 0.4, seed=1)
+    ratings.loc[3, "rating"] = np.inf
+    with pytest.raises(FloatingPointError, match="iteration 1"):
+        dmf.ALS(rank=2, max_iter=2).fit(dd.from_pandas(ratings, npartitions=2), validate=False)
+
+
+def test_invalid_parameters_are_refused():
+    with pytest.raises(ValueError, match="rank"):
+        dmf.ALS(rank=0).fit(pd.DataFrame({"user": [1], "item": [1], "rating": [1.0]}))
+    with pytest.raises(ValueError, match="unknown"):
+        dmf.ALS(unknown="zero").fit(pd.DataFrame({"user": [1], "item": [1], "rating": [1.0]}))

@@ -1,0 +1,73 @@
+"""Kernels against dense NumPy, in-process (no Dask)."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from dmf.kernels import RatingBlock, padded_lengths, solve_rows, top_k_rows
+from helpers import brute_force_top_k
+
+
+def _block(matrix: sp.csr_matrix, start: int = 0) -> RatingBlock:
+    matrix = matrix.tocsr()
+    matrix.sort_indices()
+    return RatingBlock(start, matrix.indptr.astype(np.int64), matrix.indices.astype(np.int32),
+                       matrix.data.astype(np.float32))
+
+
+@pytest.mark.parametrize("append_ones", [False, True])
+def test_solve_rows_equals_dense_normal_equations(append_ones):
+    rng = np.random.default_rng(0)
+    counts = np.r_[0, 1, 2, 3, 17, 40, 300]  # rows of very different lengths, one empty
+    n_other, rank = 400, 6
+    rows, cols = [], []
+    for r, n in enumerate(counts):
+        rows += [r] * n
+        cols += list(rng.choice(n_other, n, replace=False))
+    matrix = sp.csr_matrix((rng.normal(size=len(rows)), (rows, cols)), shape=(len(counts), n_other))
+    block = _block(matrix)
+    other = rng.normal(size=(n_other, rank)).astype(np.float32)
+    targets = rng.normal(size=block.nnz)
+    reg = np.r_[np.full(rank, 0.3), [0.05]][: rank + append_ones]
+    solution = solve_rows(block, other, targets, reg, append_ones, damping=2.0)
+    for r in range(len(counts)):
+        lo, hi = block.indptr[r], block.indptr[r + 1]
+        if hi == lo:
+            assert not solution[r].any()
+            continue
+        design = other[block.cols[lo:hi]].astype(np.float64)
+        if append_ones:
+            design = np.hstack([design, np.ones((hi - lo, 1))])
+        gram = design.T @ design + np.diag(reg * (hi - lo) + 2.0)
+        expected = np.linalg.solve(gram, design.T @ targets[lo:hi])
+        np.testing.assert_allclose(solution[r], expected, rtol=1e-9, atol=1e-10)
+
+
+def test_padded_lengths_cover_counts_with_bounded_waste():
+    counts = np.arange(1, 100_000)
+    lengths = padded_lengths(counts)
+    assert (lengths >= counts).all()
+    assert (lengths <= np.maximum(counts * 1.25 + 1, 16)).all()
+
+
+def test_top_k_rows_matches_brute_force_with_exclusions():
+    rng = np.random.default_rng(1)
+    scores = rng.normal(size=(50, 30)).astype(np.float32)
+    seen = rng.random((50, 30)) < 0.3
+    seen[0, :28], seen[0, 28:] = True, False  # two unseen items, k = 5
+    seen[1, :] = True  # nothing left
+    masked = np.where(seen, -np.inf, scores)
+    rows, cols = top_k_rows(masked, 5)
+    expected = brute_force_top_k(scores, seen, 5)
+    got = [list(cols[rows == r]) for r in range(50)]
+    assert got == expected
+    assert len(got[0]) == 2 and got[1] == []
+
+
+def test_top_k_rows_breaks_ties_by_lower_column():
+    scores = np.array([[1, 3, 3, 3, 0, 3], [2, 2, 2, 2, 2, 2]], dtype=np.float32)
+    rows, cols = top_k_rows(scores, 2)
+    assert list(cols[rows == 0]) == [1, 2]
+    assert list(cols[rows == 1]) == [0, 1]
+    rows, cols = top_k_rows(scores, 10)
+    assert list(cols[rows == 0]) == [1, 2, 3, 5, 0, 4]
