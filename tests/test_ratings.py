@@ -1,0 +1,86 @@
+"""The ingest boundary: column mapping, validation errors that name the problem, duplicates."""
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmf
+from dmf.storage import atomic_directory
+
+
+def _frame(**overrides):
+    frame = pd.DataFrame({"user": [1, 1, 2, 3], "item": [10, 11, 10, 12], "rating": [4.0, 3.5, 5.0, 1.0],
+                          "timestamp": [100, 200, 300, 400]})
+    return frame.assign(**overrides)
+
+
+def test_reads_parquet_directory_and_renames_columns(tmp_path):
+    source = _frame().rename(columns={"user": "userId", "item": "movieId", "rating": "stars", "timestamp": "ts"})
+    dd.from_pandas(source, npartitions=2).to_parquet(tmp_path / "ratings")
+    frame = dmf.read_ratings(tmp_path / "ratings", user="userId", item="movieId", rating="stars", timestamp="ts")
+    result = frame.compute().sort_values(["user", "item"]).reset_index(drop=True)
+    assert list(result.columns) == ["user", "item", "rating", "timestamp"]
+    assert result["rating"].dtype == np.float32
+    assert result["rating"].tolist() == [4.0, 3.5, 5.0, 1.0]
+
+
+def test_timestamp_is_optional():
+    frame = dmf.read_ratings(_frame().drop(columns="timestamp"))
+    assert list(frame.columns) == ["user", "item", "rating"]
+
+
+@pytest.mark.parametrize(
+    "frame, message",
+    [
+        (_frame().drop(columns="item"), "no column 'item'"),
+        (_frame(rating=[4.0, np.nan, 5.0, 1.0]), "NaN or missing ratings: 1 of 4 rows"),
+        (_frame(rating=["4", "good", "5", "1"]), "not numbers: 1 of 4 rows, e.g. .*'good'"),
+        (_frame(rating=[4.0, np.inf, 5.0, 1e300]), "infinite ratings or ratings beyond float32 range: 2 of 4 rows"),
+        (_frame(user=pd.array([1, None, 2, 3], dtype="Int64")), "column 'user' has missing ids: 1 of 4 rows"),
+        (_frame().iloc[:0], "empty"),
+    ],
+)
+def test_bad_input_raises_an_error_that_names_the_problem(frame, message, tmp_path):
+    target = tmp_path / "model"
+    with pytest.raises(ValueError, match=message):
+        with atomic_directory(target):
+            dmf.ALS(rank=2, max_iter=1).fit(frame)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_source_and_id_types_raise_type_errors():
+    with pytest.raises(TypeError, match="Parquet path, a pandas DataFrame or a Dask DataFrame"):
+        dmf.read_ratings([1, 2, 3])
+    with pytest.raises(TypeError, match="column 'user' must hold integer or string ids, got dtype float64"):
+        dmf.read_ratings(_frame(user=[1.0, 2.0, 3.0, 4.0]))
+
+
+def test_duplicates_raise_with_their_count_unless_a_policy_is_chosen():
+    frame = pd.concat([_frame(), _frame().iloc[[0, 0, 2]].assign(rating=[2.0, 3.0, 1.0], timestamp=[50, 500, 600])])
+    with pytest.raises(ValueError, match=r"2 \(user, item\) pairs that occur more than once \(3 extra rows\)"):
+        dmf.read_ratings(frame, npartitions=3)
+    latest = dmf.read_ratings(frame, duplicates="latest", npartitions=3).compute().set_index(["user", "item"])
+    assert latest.loc[(1, 10), "rating"] == 3.0 and latest.loc[(2, 10), "rating"] == 1.0
+    assert len(latest) == 4
+    mean = dmf.read_ratings(frame, duplicates="mean", npartitions=3).compute().set_index(["user", "item"])
+    assert mean.loc[(1, 10), "rating"] == pytest.approx(3.0) and mean.loc[(1, 10), "timestamp"] == 500
+    assert mean.loc[(3, 12), "rating"] == 1.0
+
+
+def test_fit_refuses_duplicates_that_bypassed_read_ratings(client):
+    frame = pd.concat([_frame(), _frame().iloc[[1]]])
+    with pytest.raises(ValueError, match="1 repeated"):
+        dmf.ALS(rank=2, max_iter=1).fit(dd.from_pandas(frame, npartitions=2), validate=False)
+
+
+def test_failed_write_leaves_nothing_and_keeps_the_old_directory(tmp_path):
+    target = tmp_path / "out"
+    with atomic_directory(target) as temporary:
+        (temporary / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target, overwrite=True) as temporary:
+            (temporary / "a.txt").write_text("second")
+            raise RuntimeError("killed half way")
+    assert (target / "a.txt").read_text() == "first"
+    assert [p.name for p in tmp_path.iterdir()] == ["out"]
