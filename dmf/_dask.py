@@ -6,18 +6,28 @@ from typing import Any
 
 import dask
 
-try:
-    from distributed import Client, default_client, wait
-except ImportError:  # pragma: no cover - distributed is a dependency, kept optional here
-    Client = None
+import asyncio
+import concurrent.futures
+
+from distributed import Client, default_client, wait
+from distributed.client import FuturesCancelledError
+from distributed.comm.core import CommClosedError
+from distributed.scheduler import KilledWorker
+
+#: Exceptions by which the cluster reports that work or data was lost with a worker.
+WORKER_FAILURES = (
+    FuturesCancelledError,
+    KilledWorker,
+    CommClosedError,
+    concurrent.futures.CancelledError,
+    asyncio.CancelledError,
+)
 
 
 def resolve_client(client: "Client | None" = None) -> "Client | None":
     """``client`` if given, else the current distributed client, else ``None`` (local scheduler)."""
     if client is not None:
         return client
-    if Client is None:
-        return None
     try:
         return default_client()
     except ValueError:

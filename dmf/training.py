@@ -29,6 +29,9 @@ logger = logging.getLogger(__name__)
 
 USER_STREAM, ITEM_STREAM = 1, 2
 
+#: Errors by which the cluster reports that work was lost with a worker.
+WORKER_FAILURES = _dask.WORKER_FAILURES
+
 
 @dataclass
 class FactorTable:
@@ -152,70 +155,117 @@ def fit_als(
     use_biases: bool,
     client=None,
     warm_start: TrainingResult | None = None,
+    max_recoveries: int = 3,
 ) -> TrainingResult:
     """Factor ``ratings`` (canonical columns, validated) with blocked ALS-WR.
 
     Parameters are those of :class:`dmf.ALS`. ``warm_start`` seeds the item factors (and
-    biases) of items it knows; other items start from the seed as usual.
+    biases) of items it knows; other items start from the seed as usual. When a worker dies
+    and takes data with it, the epoch is redone from the last epoch's item factors (kept on
+    the client, like Spark's checkpoints) on rebuilt blocks, at most ``max_recoveries``
+    times; the result is the same as without the failure.
     """
-    client = _dask.resolve_client(client)
-    if n_blocks is None:
-        n_blocks = 2 * _dask.total_threads(client)
-    user_unique, item_unique = _dask.compute(
-        [ratings[USER].drop_duplicates(), ratings[ITEM].drop_duplicates()], client
+    trainer = BlockedALSTrainer(
+        ratings, rank=rank, reg=reg, bias_reg=bias_reg, damping=damping, seed=seed,
+        n_blocks=n_blocks, use_biases=use_biases, client=client, warm_start=warm_start,
     )
-    user_ids, item_ids = IdVocabulary(user_unique.to_numpy()), IdVocabulary(item_unique.to_numpy())
-    indexed = index_ratings(
-        ratings, _dask.broadcast(user_ids, client), _dask.broadcast(item_ids, client)
-    )
-    user_blocks = build_blocks(indexed, USER_INDEX, ITEM_INDEX, RATING, len(user_ids), n_blocks, "user")
-    item_blocks = build_blocks(indexed, ITEM_INDEX, USER_INDEX, RATING, len(item_ids), n_blocks, "item")
-    started = time.perf_counter()
-    blocks = _dask.persist(user_blocks + item_blocks, client)
-    user_blocks, item_blocks = blocks[: len(user_blocks)], blocks[len(user_blocks) :]
-    stats = _dask.compute([dask.delayed(block_rating_stats)(b) for b in user_blocks], client)
-    n_ratings = sum(s[1] for s in stats)
-    global_mean = sum(s[0] for s in stats) / n_ratings
-    rating_range = (min(s[2] for s in stats), max(s[3] for s in stats))
-    logger.info(
-        "blocked %d ratings of %d users x %d items into %d user and %d item blocks in %.1f s",
-        n_ratings, len(user_ids), len(item_ids), len(user_blocks), len(item_blocks),
-        time.perf_counter() - started,
-    )
-    items = _initial_items(item_ids, rank, seed, use_biases, warm_start)
-    item_table = _dask.broadcast(items, client)
-    solve_users = dask.delayed(solve_user_block, pure=False)
-    solve_items = dask.delayed(solve_item_block, pure=False)
-    assemble = dask.delayed(assemble_factor_table, pure=False)
-    summarize = dask.delayed(table_summary, pure=True)
-    settings = (global_mean, reg, bias_reg, damping, use_biases)
-    history = []
-    for epoch in range(1, max_iter + 1):
+    recoveries = 0
+    while trainer.epoch < max_iter:
+        try:
+            trainer.train_epoch()
+        except WORKER_FAILURES as failure:
+            recoveries += 1
+            if recoveries > max_recoveries:
+                raise
+            logger.warning(
+                "epoch %d lost data on a failed worker (%s: %s); rebuilding blocks, resuming from epoch %d",
+                trainer.epoch + 1, type(failure).__name__, failure, trainer.epoch,
+            )
+            trainer.recover()
+    return trainer.result()
+
+
+class BlockedALSTrainer:
+    """The ALS training state on a cluster; :meth:`train_epoch` runs one epoch."""
+
+    def __init__(self, ratings: dd.DataFrame, *, rank, reg, bias_reg, damping, seed, n_blocks, use_biases,
+                 client=None, warm_start: TrainingResult | None = None):
+        self.client = _dask.resolve_client(client)
+        self.n_blocks = n_blocks or 2 * _dask.total_threads(self.client)
+        self.ratings = ratings
+        user_unique, item_unique = _dask.compute(
+            [ratings[USER].drop_duplicates(), ratings[ITEM].drop_duplicates()], self.client
+        )
+        self.user_ids = IdVocabulary(user_unique.to_numpy())
+        self.item_ids = IdVocabulary(item_unique.to_numpy())
+        self._build_blocks()
+        stats = _dask.compute([dask.delayed(block_rating_stats)(b) for b in self.user_blocks], self.client)
+        self.n_ratings = sum(s[1] for s in stats)
+        self.global_mean = sum(s[0] for s in stats) / self.n_ratings
+        self.rating_range = (min(s[2] for s in stats), max(s[3] for s in stats))
+        self.settings = (self.global_mean, reg, bias_reg, damping, use_biases)
+        self.checkpoint = _initial_items(self.item_ids, rank, seed, use_biases, warm_start)
+        self.item_table = _dask.broadcast(self.checkpoint, self.client)
+        self.user_table = None
+        self.epoch = 0
+        self.history: list[dict] = []
+
+    def _build_blocks(self) -> None:
+        """Partition the ratings into user and item blocks and persist them on the workers."""
         started = time.perf_counter()
+        indexed = index_ratings(
+            self.ratings, _dask.broadcast(self.user_ids, self.client), _dask.broadcast(self.item_ids, self.client)
+        )
+        user_blocks = build_blocks(indexed, USER_INDEX, ITEM_INDEX, RATING, len(self.user_ids), self.n_blocks, "user")
+        item_blocks = build_blocks(indexed, ITEM_INDEX, USER_INDEX, RATING, len(self.item_ids), self.n_blocks, "item")
+        blocks = _dask.persist(user_blocks + item_blocks, self.client)
+        self.user_blocks, self.item_blocks = blocks[: len(user_blocks)], blocks[len(user_blocks) :]
+        logger.info(
+            "blocked ratings of %d users x %d items into %d user and %d item blocks in %.1f s",
+            len(self.user_ids), len(self.item_ids), len(self.user_blocks), len(self.item_blocks),
+            time.perf_counter() - started,
+        )
+
+    def train_epoch(self) -> dict:
+        """Solve all users, then all items; returns and logs the epoch's record."""
+        started = time.perf_counter()
+        epoch = self.epoch + 1
+        solve_users = dask.delayed(solve_user_block, pure=False)
+        solve_items = dask.delayed(solve_item_block, pure=False)
+        assemble = dask.delayed(assemble_factor_table, pure=False)
+        summarize = dask.delayed(table_summary, pure=True)
         # The previous tables stay referenced until the new ones are in memory: the cluster
         # releases a key as soon as the client drops its last reference.
-        new_users = assemble([solve_users(b, item_table, *settings) for b in user_blocks])
-        new_items = assemble([solve_items(b, new_users, *settings) for b in item_blocks])
-        user_table, item_table = _dask.persist([new_users, new_items], client)
-        user_summary, item_summary = _dask.compute([summarize(user_table), summarize(item_table)], client)
+        new_users = assemble([solve_users(b, self.item_table, *self.settings) for b in self.user_blocks])
+        new_items = assemble([solve_items(b, new_users, *self.settings) for b in self.item_blocks])
+        user_table, item_table = _dask.persist([new_users, new_items], self.client)
+        user_summary, item_summary, checkpoint = _dask.compute(
+            [summarize(user_table), summarize(item_table), item_table], self.client
+        )
         for side, summary in (("user", user_summary), ("item", item_summary)):
             if summary[2]:
                 raise FloatingPointError(
                     f"ALS diverged: {summary[2]} non-finite {side} factors in iteration {epoch}; "
                     "increase reg or check the ratings for extreme values"
                 )
+        self.user_table, self.item_table, self.checkpoint, self.epoch = user_table, item_table, checkpoint, epoch
         squared_error, count, _ = item_summary
-        record = {
-            "epoch": epoch,
-            "train_rmse": math.sqrt(squared_error / count),
-            "seconds": time.perf_counter() - started,
-        }
-        history.append(record)
+        record = {"epoch": epoch, "train_rmse": math.sqrt(squared_error / count), "seconds": time.perf_counter() - started}
+        self.history.append(record)
         logger.info("epoch %d train_rmse=%.5f seconds=%.2f", epoch, record["train_rmse"], record["seconds"])
-    users, items = _dask.compute([user_table, item_table], client)
-    return TrainingResult(
-        user_ids, item_ids, users, items, global_mean, n_ratings, len(user_blocks), rating_range, history
-    )
+        return record
+
+    def recover(self) -> None:
+        """Rebuild lost state after a worker failure: blocks from the source, items from the checkpoint."""
+        self._build_blocks()
+        self.item_table = _dask.broadcast(self.checkpoint, self.client)
+
+    def result(self) -> TrainingResult:
+        (users,) = _dask.compute([self.user_table], self.client)
+        return TrainingResult(
+            self.user_ids, self.item_ids, users, self.checkpoint, self.global_mean, self.n_ratings,
+            len(self.user_blocks), self.rating_range, self.history,
+        )
 
 
 def _initial_items(item_ids: IdVocabulary, rank, seed, use_biases, warm_start) -> FactorTable:

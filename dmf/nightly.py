@@ -1,0 +1,199 @@
+"""One idempotent nightly retraining run: ingest → split → warm-started fit → evaluate →
+quality gate → top-k → atomic publish of ``models/v{N}`` and switch of ``models/current``.
+
+Layout under the run's home directory::
+
+    home/
+      nightly.lock            held (flock) while a run is active
+      last-run.json           summary of the latest run, published or refused
+      models/
+        v1/ v2/ ...           model/ (dmf.ALS directory), recommendations/ (Parquet), summary.json
+        current -> vN         symlink, switched atomically after vN is complete
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import logging
+import os
+import re
+import shutil
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from dmf.als import ALS
+from dmf.cli import PipelineRefused, Timer
+from dmf.columns import ITEM, USER
+from dmf.metrics import error_totals
+from dmf.ratings import read_ratings
+from dmf.storage import atomic_directory, write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+_VERSION = re.compile(r"^v(\d+)$")
+
+
+@dataclass
+class NightlyConfig:
+    """What a nightly run reads, trains and keeps.
+
+    ``tolerance``: publish only if the new RMSE ≤ published model's RMSE + tolerance, both
+    on this run's test set. ``keep``: published versions kept (the current one always is).
+    """
+
+    snapshot: Path
+    home: Path
+    params: dict = field(default_factory=dict)
+    test_fraction: float = 0.1
+    split_seed: int = 0
+    tolerance: float = 0.005
+    keep: int = 3
+    k: int = 10
+    duplicates: str = "latest"
+
+
+class RunLocked(RuntimeError):
+    """Another nightly run holds the lock."""
+
+
+@contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``path``; released by the kernel if the process dies."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno in (errno.EAGAIN, errno.EACCES):
+                handle.seek(0)
+                holder = handle.read().strip() or "unknown"
+                raise RunLocked(f"another nightly run is active (lock {path} held by pid {holder}); not starting") from None
+            raise
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+
+
+def holdout_mask(part: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
+    """True for the pairs held out for testing: a hash of (seed, user, item) below ``fraction``.
+
+    A pair's side depends on the pair and the seed only, so it stays on the same side as
+    snapshots grow: a published model never trained on today's test pairs.
+    """
+    key = f"dmf-split-{seed:06d}"[:16].ljust(16, "0")
+    hashes = pd.util.hash_pandas_object(part[[USER, ITEM]], index=False, hash_key=key).to_numpy()
+    return hashes < np.uint64(min(max(fraction, 0.0), 1.0) * float(2**64 - 1))
+
+
+def _train_part(part: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    return part[~holdout_mask(part, fraction, seed)]
+
+
+def _test_part(part: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
+    return part[holdout_mask(part, fraction, seed)]
+
+
+def models_dir(home: Path) -> Path:
+    return home / "models"
+
+
+def current_version(home: Path) -> Path | None:
+    """The published version ``current`` points to, or None."""
+    link = models_dir(home) / "current"
+    if not link.is_symlink():
+        return None
+    return models_dir(home) / os.readlink(link)
+
+
+def published_versions(home: Path) -> list[int]:
+    directory = models_dir(home)
+    if not directory.exists():
+        return []
+    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _VERSION.match(p.name)) and p.is_dir())
+
+
+def switch_current(home: Path, version: str) -> None:
+    """Point ``models/current`` at ``version`` atomically (symlink + rename)."""
+    temporary = models_dir(home) / f".current.tmp-{os.getpid()}"
+    if temporary.is_symlink() or temporary.exists():
+        temporary.unlink()
+    os.symlink(version, temporary)
+    os.replace(temporary, models_dir(home) / "current")
+
+
+def prune_versions(home: Path, keep: int) -> list[str]:
+    """Delete all but the newest ``keep`` versions, never the current one; return the deleted."""
+    current = current_version(home)
+    deleted = []
+    for number in published_versions(home)[: -max(keep, 1)]:
+        path = models_dir(home) / f"v{number}"
+        if current is not None and path.resolve() == current.resolve():
+            continue
+        shutil.rmtree(path)
+        deleted.append(path.name)
+    return deleted
+
+
+def run_nightly(config: NightlyConfig, client) -> dict:
+    """One nightly run; returns its summary. Raises :class:`PipelineRefused` at the gate."""
+    timer = Timer()
+    with exclusive_lock(config.home / "nightly.lock"):
+        with timer("ingest"):
+            ratings = read_ratings(config.snapshot, duplicates=config.duplicates)
+            ratings = client.persist(ratings)
+            n_ratings = int(ratings.shape[0].compute())
+        train = ratings.map_partitions(_train_part, config.test_fraction, config.split_seed, meta=ratings._meta)
+        test = ratings.map_partitions(_test_part, config.test_fraction, config.split_seed, meta=ratings._meta)
+        published_path = current_version(config.home)
+        published = ALS.load(published_path / "model") if published_path is not None else None
+        warm_start = published if published is not None and published.rank == config.params.get("rank", published.rank) else None
+        with timer("fit"):
+            model = ALS(**config.params).fit(train, client=client, validate=False, warm_start=warm_start)
+        with timer("evaluate"):
+            metrics = error_totals(model, test, client=client)
+            published_metrics = error_totals(published, test, client=client) if published is not None else None
+        report = {
+            "snapshot": str(config.snapshot),
+            "rows": {"ratings": n_ratings, "train": model.n_ratings_, "test": metrics["count"]},
+            "params": model.get_params(),
+            "warm_start": str(published_path) if warm_start is not None else None,
+            "metrics": metrics,
+            "published_metrics": published_metrics,
+            "history": model.history_,
+        }
+        if published_metrics is not None and metrics["rmse"] > published_metrics["rmse"] + config.tolerance:
+            report.update(status="refused", seconds=timer.seconds, current=published_path.name)
+            write_json_atomic(config.home / "last-run.json", report)
+            raise PipelineRefused(
+                f"quality gate: test RMSE {metrics['rmse']:.4f} is worse than the published "
+                f"{published_path.name}'s {published_metrics['rmse']:.4f} by more than {config.tolerance}; "
+                f"{published_path.name} stays current"
+            )
+        version = f"v{(published_versions(config.home) or [0])[-1] + 1}"
+        logger.info("publishing %s", version)
+        print(f"publishing {version}", flush=True)
+        with timer("publish"), atomic_directory(models_dir(config.home) / version) as staging:
+            model.save(staging / "model")
+            recommendations = model.recommend(config.k, exclude=train, client=client)
+            recommendations.to_parquet(staging / "recommendations", write_index=False)
+            report.update(status="published", version=version)
+            write_json_atomic(staging / "summary.json", {**report, "seconds": timer.seconds})
+        switch_current(config.home, version)
+        report["pruned"] = prune_versions(config.home, config.keep)
+        report["seconds"] = timer.seconds
+        write_json_atomic(config.home / "last-run.json", report)
+        logger.info("published %s; current -> %s", version, version)
+        return report

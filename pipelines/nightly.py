@@ -1,0 +1,41 @@
+"""Nightly retraining: ingest the ratings snapshot, split, warm-start a fit from the published
+model, evaluate, pass the quality gate, write top-k, and publish models/v{N} atomically.
+
+Exit codes: 0 published, 3 refused by the quality gate (the current version stays), 1 error
+(one line on stderr; a second run while one is active is such an error).
+"""
+
+from pathlib import Path
+
+from dmf import cli
+from dmf.nightly import NightlyConfig, run_nightly
+
+
+def main(argv=None) -> int:
+    parser = cli.pipeline_parser(__doc__)
+    parser.add_argument("--snapshot", type=Path, required=True,
+                        help="directory of Parquet files with user, item, rating[, timestamp]; new files are added over time")
+    parser.add_argument("--home", type=Path, required=True, help="directory holding models/, the lock and last-run.json")
+    parser.add_argument("--test-fraction", type=float, default=0.1, help="fraction of (user, item) pairs held out")
+    parser.add_argument("--split-seed", type=int, default=0, help="seed of the held-out pair hash")
+    parser.add_argument("--tolerance", type=float, default=0.005,
+                        help="publish only if test RMSE <= the published model's + this")
+    parser.add_argument("--keep", type=int, default=3, help="published versions to keep")
+    parser.add_argument("--k", type=int, default=10, help="recommendations per user")
+    parser.add_argument("--duplicates", choices=["error", "latest", "mean"], default="latest",
+                        help="repeated (user, item) pairs in the snapshot")
+    cli.add_model_options(parser)
+    args = cli.parse_args(parser, argv)
+    config = NightlyConfig(
+        snapshot=args.snapshot, home=args.home, params=cli.model_params(args), test_fraction=args.test_fraction,
+        split_seed=args.split_seed, tolerance=args.tolerance, keep=args.keep, k=args.k, duplicates=args.duplicates,
+    )
+    with cli.connect(args) as client:
+        report = run_nightly(config, client)
+    print(f"published {report['version']}: test RMSE {report['metrics']['rmse']:.4f} "
+          f"({report['rows']['test']} pairs); {args.home / 'models' / 'current'} -> {report['version']}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

@@ -1,0 +1,42 @@
+"""Recommend: top-k items for every user (or the listed ones) of a saved model, as Parquet.
+
+Writes OUTPUT (a Parquet directory of user, rank, item, score; atomically) and
+OUTPUT.summary.json beside it.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+
+import dmf
+from dmf import cli
+from dmf.storage import atomic_directory, write_json_atomic
+
+
+def main(argv=None) -> int:
+    parser = cli.pipeline_parser(__doc__)
+    parser.add_argument("--model", type=Path, required=True, help="model directory")
+    parser.add_argument("--output", type=Path, required=True, help="Parquet directory to write")
+    parser.add_argument("--k", type=int, default=10, help="items per user")
+    parser.add_argument("--exclude", type=Path, help="Parquet ratings whose (user, item) pairs are never recommended")
+    parser.add_argument("--users", type=Path, help="Parquet file with a user column: recommend for these only")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    args = cli.parse_args(parser, argv)
+    if args.output.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    timer = cli.Timer()
+    model = dmf.ALS.load(args.model)
+    users = pd.read_parquet(args.users, columns=["user"])["user"] if args.users else None
+    with cli.connect(args) as client:
+        exclude = dmf.read_ratings(args.exclude, duplicates="latest") if args.exclude else None
+        with timer("recommend"), atomic_directory(args.output, overwrite=args.overwrite) as staging:
+            model.recommend(args.k, users=users, exclude=exclude, client=client).to_parquet(staging, write_index=False)
+    rows = len(pd.read_parquet(args.output, columns=["user"]))
+    write_json_atomic(Path(f"{args.output}.summary.json"), cli.summary(args, rows={"recommendations": rows},
+                                                                        seconds=timer.seconds))
+    print(f"wrote {rows} recommendations to {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)

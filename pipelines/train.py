@@ -1,0 +1,45 @@
+"""Train: fit blocked ALS on a Parquet ratings table and save the model directory.
+
+Writes OUTPUT (a dmf model directory, atomically) and OUTPUT.summary.json beside it.
+"""
+
+from pathlib import Path
+
+import dmf
+from dmf import cli
+from dmf.storage import write_json_atomic
+
+
+def main(argv=None) -> int:
+    parser = cli.pipeline_parser(__doc__)
+    parser.add_argument("--ratings", type=Path, required=True, help="Parquet file or directory of ratings")
+    parser.add_argument("--output", type=Path, required=True, help="model directory to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
+    parser.add_argument("--warm-start", type=Path, help="model directory whose item factors start the fit")
+    parser.add_argument("--user-column", default="user", help="user id column in the ratings")
+    parser.add_argument("--item-column", default="item", help="item id column in the ratings")
+    parser.add_argument("--rating-column", default="rating", help="rating column in the ratings")
+    parser.add_argument("--duplicates", choices=["error", "latest", "mean"], default="error",
+                        help="repeated (user, item) pairs")
+    cli.add_model_options(parser)
+    args = cli.parse_args(parser, argv)
+    if args.output.exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    timer = cli.Timer()
+    with cli.connect(args) as client:
+        with timer("ingest"):
+            ratings = dmf.read_ratings(args.ratings, user=args.user_column, item=args.item_column,
+                                       rating=args.rating_column, duplicates=args.duplicates)
+        warm_start = dmf.ALS.load(args.warm_start) if args.warm_start else None
+        with timer("fit"):
+            model = dmf.ALS(**cli.model_params(args)).fit(ratings, client=client, validate=False, warm_start=warm_start)
+        model.save(args.output, overwrite=args.overwrite)
+    write_json_atomic(Path(f"{args.output}.summary.json"), cli.summary(
+        args, rows={"ratings": model.n_ratings_, "users": len(model.user_ids_), "items": len(model.item_ids_)},
+        history=model.history_, seconds=timer.seconds))
+    print(f"saved {args.output}: train RMSE {model.history_[-1]['train_rmse']:.4f} after {len(model.history_)} epochs")
+    return 0
+
+
+if __name__ == "__main__":
+    cli.run(main)
