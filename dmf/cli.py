@@ -161,8 +161,6 @@ class Timer:
     @contextlib.contextmanager
     def __call__(self, name: str):
         started = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[name] = round(time.perf_counter() - started, 3)
-            logger.info("%s took %.1f s", name, self.seconds[name])
+        yield
+        self.seconds[name] = round(time.perf_counter() - started, 3)
+        logger.info("%s took %.1f s", name, self.seconds[name])

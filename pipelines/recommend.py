@@ -6,6 +6,7 @@ OUTPUT.summary.json beside it.
 
 from pathlib import Path
 
+import dask.dataframe as dd
 import pandas as pd
 
 import dmf
@@ -18,7 +19,7 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="model directory")
     parser.add_argument("--output", type=Path, required=True, help="Parquet directory to write")
     parser.add_argument("--k", type=int, default=10, help="items per user")
-    parser.add_argument("--exclude", type=Path, help="Parquet ratings whose (user, item) pairs are never recommended")
+    parser.add_argument("--exclude", type=Path, help="Parquet ratings (user, item columns) whose (user, item) pairs are never recommended")
     parser.add_argument("--users", type=Path, help="Parquet file with a user column: recommend for these only")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     args = cli.parse_args(parser, argv)
@@ -28,7 +29,7 @@ def main(argv=None) -> int:
     model = dmf.ALS.load(args.model)
     users = pd.read_parquet(args.users, columns=["user"])["user"] if args.users else None
     with cli.connect(args) as client:
-        exclude = dmf.read_ratings(args.exclude, duplicates="latest") if args.exclude else None
+        exclude = dd.read_parquet(args.exclude, columns=["user", "item"]) if args.exclude else None
         with timer("recommend"), atomic_directory(args.output, overwrite=args.overwrite) as staging:
             model.recommend(args.k, users=users, exclude=exclude, client=client).to_parquet(staging, write_index=False)
     rows = len(pd.read_parquet(args.output, columns=["user"]))

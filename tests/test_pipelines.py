@@ -1,0 +1,91 @@
+"""Pipeline scripts as subprocesses against the session cluster's scheduler."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmf
+from conftest import REPO_ROOT
+from dmf.nightly import exclusive_lock
+from helpers import random_ratings
+
+PIPELINES = REPO_ROOT / "pipelines"
+
+
+def run_pipeline(name: str, *args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(PIPELINES / name), *map(str, args)], capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def ratings_dir(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("ratings")
+    frame = random_ratings(60, 40, 0.3, seed=21)
+    frame.iloc[: len(frame) // 2].to_parquet(directory / "part-0.parquet")
+    frame.iloc[len(frame) // 2 :].to_parquet(directory / "part-1.parquet")
+    return directory
+
+
+def test_train_evaluate_recommend_chain(cluster, ratings_dir, tmp_path):
+    scheduler = cluster.scheduler_address
+    config = tmp_path / "train.toml"
+    config.write_text('rank = 3\nmax-iter = 4\nreg = 0.2\n')
+    trained = run_pipeline("train.py", "--scheduler", scheduler, "--config", config, "--max-iter", 2,
+                           "--ratings", ratings_dir, "--output", tmp_path / "model")
+    assert trained.returncode == 0, trained.stderr
+    assert f"scheduler {scheduler}" in trained.stdout
+    model = dmf.ALS.load(tmp_path / "model")
+    assert (model.rank, model.max_iter, model.reg) == (3, 2, 0.2)  # config, then the flag overrides it
+    summary = json.loads((tmp_path / "model.summary.json").read_text())
+    assert summary["rows"]["ratings"] == model.n_ratings_ and len(summary["history"]) == 2
+    assert summary["versions"]["dmf"] == dmf.__version__
+
+    evaluated = run_pipeline("evaluate.py", "--scheduler", scheduler, "--model", tmp_path / "model",
+                             "--test", ratings_dir, "--output", tmp_path / "metrics.json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads((tmp_path / "metrics.json").read_text())["metrics"]
+    assert metrics["rmse"] == pytest.approx(model.history_[-1]["train_rmse"], rel=1e-3)
+
+    recommended = run_pipeline("recommend.py", "--scheduler", scheduler, "--model", tmp_path / "model",
+                               "--exclude", ratings_dir, "--k", 3, "--output", tmp_path / "recs")
+    assert recommended.returncode == 0, recommended.stderr
+    recs = pd.read_parquet(tmp_path / "recs")
+    assert set(recs["user"]) == set(model.user_ids_)
+    assert recs.groupby("user").size().max() == 3
+
+
+def test_bad_input_fails_with_one_line_and_writes_nothing(cluster, tmp_path):
+    bad = tmp_path / "bad.parquet"
+    pd.DataFrame({"user": [1, 2], "item": [1, 2], "rating": [4.0, np.nan]}).to_parquet(bad)
+    result = run_pipeline("train.py", "--scheduler", cluster.scheduler_address, "--ratings", bad,
+                          "--output", tmp_path / "model")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1].startswith("train.py: error: ValueError: invalid ratings: column 'rating' has NaN")
+    assert "Traceback" not in result.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.parquet"]
+
+
+def test_unknown_config_key_is_refused(tmp_path, ratings_dir):
+    config = tmp_path / "bad.toml"
+    config.write_text("rnak = 3\n")
+    result = run_pipeline("train.py", "--config", config, "--ratings", ratings_dir, "--output", tmp_path / "m")
+    assert result.returncode == 2 and "unknown option 'rnak'" in result.stderr
+
+
+def test_second_nightly_exits_while_one_holds_the_lock(ratings_dir, tmp_path):
+    home = tmp_path / "home"
+    with exclusive_lock(home / "nightly.lock"):
+        result = run_pipeline("nightly.py", "--snapshot", ratings_dir, "--home", home)
+    assert result.returncode == 1
+    assert "another nightly run is active" in result.stderr
+    assert not (home / "models").exists()
+
+
+def test_help_describes_every_pipeline():
+    for name in ("train.py", "evaluate.py", "recommend.py", "nightly.py"):
+        result = run_pipeline(name, "--help")
+        assert result.returncode == 0 and "--scheduler" in result.stdout and "--config" in result.stdout
