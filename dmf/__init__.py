@@ -2,8 +2,8 @@
 
 __version__ = "0.1.0"
 
-from dmf.als import ALS
+from dmf.als import ALS, ImplicitALS
 from dmf.metrics import Metric, error_totals, mae, rmse
 from dmf.ratings import read_ratings
 
-__all__ = ["ALS", "Metric", "error_totals", "mae", "read_ratings", "rmse", "__version__"]
+__all__ = ["ALS", "ImplicitALS", "Metric", "error_totals", "mae", "read_ratings", "rmse", "__version__"]

@@ -21,9 +21,9 @@ from dmf.scoring import (
     recommend_stage,
     require_columns,
 )
-from dmf.training import FactorTable, TrainingResult, fit_als
+from dmf.training import FactorTable, Objective, TrainingResult, fit_als
 from dmf.vocabulary import IdVocabulary
-from dmf.columns import ITEM, USER
+from dmf.columns import ITEM, RATING, USER
 
 
 class ALS:
@@ -32,10 +32,12 @@ class ALS:
     The model is ``r̂(u, i) = μ + b_u + b_i + p_u · q_i`` (``biases=False``: ``p_u · q_i``).
     Each half-step solves, for every user (then every item) ``u`` with ``n_u`` ratings,
 
-        minimize Σ_i (r_ui − μ − b_i − b_u − p_u·q_i)² + (reg·n_u + damping)·‖p_u‖² + bias_reg·n_u·b_u²
+        minimize Σ_i (r_ui − μ − b_i − b_u − p_u·q_i)² + (reg·n_u + damping)·‖p_u‖²
+                 + (bias_reg·n_u + bias_damping)·b_u²
 
     exactly (Cholesky), as in Zhou et al. (2008) / Spark MLlib with Koren's biases learned
-    jointly. ``damping = 0`` and ``bias_reg = reg`` give plain ALS-WR.
+    jointly. ``damping = bias_damping = 0`` and ``bias_reg = reg`` give plain ALS-WR. The
+    defaults were tuned on MovieLens ml-100k (mean test RMSE over GroupLens' u1..u5 splits).
 
     Parameters
     ----------
@@ -48,6 +50,9 @@ class ALS:
     damping : float
         Count-independent extra penalty on factors; it keeps rarely rated users and items,
         which ALS-WR barely regularizes, close to the bias model.
+    bias_damping : float
+        Count-independent penalty on biases: a bias shrinks like ``Σ residual / (n + β)``,
+        Koren's baseline estimator.
     max_iter : int
         Epochs; one epoch solves all users, then all items.
     seed : int
@@ -64,6 +69,14 @@ class ALS:
     clip : bool
         Clip predictions to the training ratings' range (recommendation scores are not
         clipped).
+    solver : {"cholesky", "cg"}
+        Exact per-row Cholesky solves, or ``cg_steps`` conjugate-gradient steps per row
+        started from the previous epoch's factors (Takács et al. 2011).
+    cg_steps : int
+        Conjugate-gradient steps per half-step (``solver="cg"``).
+    nonnegative : bool
+        Constrain factors to be >= 0 (NMF; a nonnegative least-squares solve per row);
+        biases stay unconstrained.
 
     Attributes
     ----------
@@ -80,33 +93,46 @@ class ALS:
     n_ratings_, n_blocks_ : int
     """
 
+    _param_names = (
+        "rank", "reg", "bias_reg", "damping", "bias_damping", "max_iter", "seed", "n_blocks", "biases", "unknown", "clip",
+        "solver", "cg_steps", "nonnegative",
+    )
+
     def __init__(
         self,
         rank: int = 50,
-        reg: float = 0.08,
-        bias_reg: float = 0.05,
-        damping: float = 3.0,
-        max_iter: int = 20,
+        reg: float = 0.06,
+        bias_reg: float = 0.0,
+        damping: float = 6.0,
+        bias_damping: float = 2.0,
+        max_iter: int = 10,
         seed: int = 0,
         n_blocks: int | None = None,
         biases: bool = True,
         unknown: str = "bias",
         clip: bool = True,
+        solver: str = "cholesky",
+        cg_steps: int = 3,
+        nonnegative: bool = False,
     ):
         self.rank = rank
         self.reg = reg
         self.bias_reg = bias_reg
         self.damping = damping
+        self.bias_damping = bias_damping
         self.max_iter = max_iter
         self.seed = seed
         self.n_blocks = n_blocks
         self.biases = biases
         self.unknown = unknown
         self.clip = clip
+        self.solver = solver
+        self.cg_steps = cg_steps
+        self.nonnegative = nonnegative
 
     def get_params(self) -> dict:
         """Constructor arguments; ``ALS(**model.get_params())`` builds an equal, unfitted model."""
-        return {name: getattr(self, name) for name in _PARAM_NAMES}
+        return {name: getattr(self, name) for name in self._param_names}
 
     def __repr__(self) -> str:
         return f"ALS({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
@@ -116,7 +142,7 @@ class ALS:
             raise ValueError(f"rank must be a positive integer, got {self.rank!r}")
         if not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
             raise ValueError(f"max_iter must be a positive integer, got {self.max_iter!r}")
-        for name in ("reg", "bias_reg", "damping"):
+        for name in ("reg", "bias_reg", "damping", "bias_damping"):
             value = getattr(self, name)
             if not np.isfinite(value) or value < 0:
                 raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
@@ -124,6 +150,10 @@ class ALS:
             raise ValueError("reg and damping are both 0: the normal equations may be singular; set reg > 0")
         if self.unknown not in UNKNOWN_POLICIES:
             raise ValueError(f"unknown must be one of {UNKNOWN_POLICIES}, got {self.unknown!r}")
+        if self.solver not in ("cholesky", "cg"):
+            raise ValueError(f"solver must be 'cholesky' or 'cg', got {self.solver!r}")
+        if not isinstance(self.cg_steps, (int, np.integer)) or self.cg_steps < 1:
+            raise ValueError(f"cg_steps must be a positive integer, got {self.cg_steps!r}")
         if self.n_blocks is not None and (not isinstance(self.n_blocks, (int, np.integer)) or self.n_blocks < 1):
             raise ValueError(f"n_blocks must be a positive integer or None, got {self.n_blocks!r}")
 
@@ -148,20 +178,27 @@ class ALS:
         self._check_params()
         frame = read_ratings(ratings) if validate else as_dask_frame(ratings, "ratings")
         result = fit_als(
-            frame,
-            rank=int(self.rank),
-            reg=float(self.reg),
-            bias_reg=float(self.bias_reg),
-            damping=float(self.damping),
+            self._prepare(frame),
+            self._objective(),
             max_iter=int(self.max_iter),
             seed=int(self.seed),
             n_blocks=self.n_blocks,
-            use_biases=bool(self.biases),
             client=client,
             warm_start=warm_start._training_result() if warm_start is not None else None,
         )
         self._set_fitted(result)
         return self
+
+    def _objective(self) -> Objective:
+        return Objective(
+            rank=int(self.rank), reg=float(self.reg), bias_reg=float(self.bias_reg), damping=float(self.damping),
+            bias_damping=float(self.bias_damping), use_biases=bool(self.biases), solver=self.solver, cg_steps=int(self.cg_steps),
+            nonnegative=bool(self.nonnegative),
+        )
+
+    def _prepare(self, ratings: dd.DataFrame) -> dd.DataFrame:
+        """The ratings the objective is fitted to (implicit models may transform them)."""
+        return ratings
 
     def _set_fitted(self, result: TrainingResult) -> None:
         self.user_ids_ = result.user_ids.ids
@@ -205,7 +242,7 @@ class ALS:
             self.user_biases_,
             self.item_biases_,
             self.global_mean_ if self.biases else 0.0,
-            self.global_mean_,
+            self.global_mean_ if self.biases else 0.0,
             self.rating_range_ if self.clip else None,
         )
 
@@ -252,6 +289,7 @@ class ALS:
         """Write the model to ``directory`` (JSON manifest + Parquet), atomically."""
         self._check_fitted()
         manifest = {
+            "estimator": type(self).__name__,
             "dmf_version": dmf.__version__,
             "params": self.get_params(),
             "counts": {"users": len(self.user_ids_), "items": len(self.item_ids_), "ratings": self.n_ratings_},
@@ -270,7 +308,10 @@ class ALS:
     def load(cls, directory: str | os.PathLike) -> "ALS":
         """Read a model written by :meth:`save`; needs no cluster."""
         manifest = load_manifest(directory)
-        model = cls(**manifest["params"])
+        estimator = ESTIMATORS.get(manifest.get("estimator", "ALS"))
+        if estimator is None or not issubclass(estimator, cls):
+            raise ValueError(f"{directory} holds a {manifest.get('estimator')!r} model, not {cls.__name__}")
+        model = estimator(**manifest["params"])
         rank = int(model.rank)
         user_ids, user_factors, user_biases = read_factor_table(Path(directory) / TABLES["users"], rank)
         item_ids, item_factors, item_biases = read_factor_table(Path(directory) / TABLES["items"], rank)
@@ -290,10 +331,77 @@ class ALS:
         return model
 
 
-_PARAM_NAMES = ("rank", "reg", "bias_reg", "damping", "max_iter", "seed", "n_blocks", "biases", "unknown", "clip")
-
 
 def _biases_or_zeros(table: FactorTable) -> np.ndarray:
     if table.biases is None:
         return np.zeros(len(table.factors), dtype=np.float32)
     return table.biases
+
+
+class ImplicitALS(ALS):
+    """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) on the same blocked engine.
+
+    Every observed value ``r`` (plays, clicks, or ratings) gives preference ``p = 1`` if
+    ``r > 0`` (else 0) with confidence ``c = 1 + alpha·|r|``; unobserved pairs have ``p = 0``,
+    ``c = 1``. Each half-step minimizes ``Σ_all c·(p − x·y)² + reg·‖x‖²`` per row using the Gram
+    trick: ``YᵀY`` is computed once per half-step and shared, so a row costs only its own
+    observations. Predictions and recommendation scores are preference scores ``x·y``.
+
+    Parameters
+    ----------
+    rank, max_iter, seed, n_blocks, solver, cg_steps, nonnegative
+        As for :class:`ALS` (default solver: conjugate gradient, as ``implicit``).
+    reg : float
+        λ, the same for every row (not weighted by counts).
+    alpha : float
+        Confidence slope.
+    threshold : float or None
+        Turn explicit ratings into implicit data: ratings ``>= threshold`` become
+        observations of value 1, the others are dropped. ``None`` uses values as given.
+    """
+
+    _param_names = ("rank", "reg", "alpha", "threshold", "max_iter", "seed", "n_blocks", "solver", "cg_steps",
+                    "nonnegative", "unknown")
+
+    def __init__(
+        self,
+        rank: int = 64,
+        reg: float = 0.05,
+        alpha: float = 10.0,
+        threshold: float | None = None,
+        max_iter: int = 15,
+        seed: int = 0,
+        n_blocks: int | None = None,
+        solver: str = "cg",
+        cg_steps: int = 3,
+        nonnegative: bool = False,
+        unknown: str = "bias",
+    ):
+        super().__init__(rank=rank, reg=reg, bias_reg=0.0, damping=0.0, bias_damping=0.0, max_iter=max_iter, seed=seed,
+                         n_blocks=n_blocks, biases=False, unknown=unknown, clip=False, solver=solver,
+                         cg_steps=cg_steps, nonnegative=nonnegative)
+        self.alpha = alpha
+        self.threshold = threshold
+
+    def _check_params(self) -> None:
+        super()._check_params()
+        if not np.isfinite(self.alpha) or self.alpha < 0:
+            raise ValueError(f"alpha must be a finite number >= 0, got {self.alpha!r}")
+
+    def _objective(self) -> Objective:
+        return Objective(rank=int(self.rank), reg=float(self.reg), use_biases=False, implicit=True,
+                         alpha=float(self.alpha), solver=self.solver, cg_steps=int(self.cg_steps),
+                         nonnegative=bool(self.nonnegative))
+
+    def _prepare(self, ratings: dd.DataFrame) -> dd.DataFrame:
+        if self.threshold is None:
+            return ratings
+        return ratings.map_partitions(_positives, float(self.threshold), meta=ratings._meta)
+
+
+def _positives(part: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    kept = part[part[RATING] >= threshold]
+    return kept.assign(**{RATING: np.float32(1.0)})
+
+
+ESTIMATORS = {"ALS": ALS, "ImplicitALS": ImplicitALS}

@@ -50,6 +50,8 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--reg", type=float, default=defaults["reg"], help="λ per rating on factors (ALS-WR)")
     group.add_argument("--bias-reg", type=float, default=defaults["bias_reg"], help="λ per rating on biases")
     group.add_argument("--damping", type=float, default=defaults["damping"], help="count-independent factor penalty")
+    group.add_argument("--bias-damping", type=float, default=defaults["bias_damping"],
+                       help="count-independent bias penalty")
     group.add_argument("--max-iter", type=int, default=defaults["max_iter"], help="epochs")
     group.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the initial factors")
     group.add_argument("--n-blocks", type=int, default=defaults["n_blocks"], help="blocks per side (default: 2 × threads)")
@@ -59,6 +61,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 def model_params(args: argparse.Namespace) -> dict:
     return {
         "rank": args.rank, "reg": args.reg, "bias_reg": args.bias_reg, "damping": args.damping,
+        "bias_damping": args.bias_damping,
         "max_iter": args.max_iter, "seed": args.seed, "n_blocks": args.n_blocks, "biases": args.biases,
     }
 

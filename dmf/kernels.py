@@ -16,7 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.linalg import lapack
+from scipy.linalg import lapack, solve_triangular
+from scipy.optimize import nnls
 
 #: Padded row lengths: rows are batched with others of the same padded length. The ladder
 #: depends on a row's count only, so a row's arithmetic is the same in any block layout.
@@ -73,15 +74,47 @@ def padded_lengths(counts: np.ndarray) -> np.ndarray:
     return _LENGTH_LADDER[position]
 
 
+@dataclass(frozen=True)
+class SolveOptions:
+    """How :func:`solve_rows` regularizes and solves each row's system.
+
+    Row ``u`` with ``n_u`` ratings solves ``(base_gram + Σ w·x xᵀ + diag(reg·n_u + damping)) z = Σ t·x``
+    where ``x`` runs over the gathered rows of the other side, ``w`` the rating weights and
+    ``t`` the targets.
+
+    Attributes
+    ----------
+    reg, damping : ndarray of float64, shape (width,)
+        Per-coordinate penalty per rating and count-independent penalty.
+    base_gram : ndarray (width, width) or None
+        Added to every row's Gram matrix (implicit feedback: YᵀY of all other-side rows).
+    solver : {"cholesky", "cg"}
+        Exact Cholesky, or ``cg_steps`` conjugate-gradient steps from ``initial``.
+    nonnegative : bool
+        Constrain the solution to be >= 0 (NNLS per row), except the last coordinate when
+        ``free_last`` (a bias).
+    """
+
+    reg: np.ndarray
+    damping: np.ndarray
+    base_gram: np.ndarray | None = None
+    solver: str = "cholesky"
+    cg_steps: int = 3
+    nonnegative: bool = False
+    free_last: bool = False
+
+
 def solve_rows(
     block: RatingBlock,
     other_factors: np.ndarray,
     targets: np.ndarray,
-    reg: float | np.ndarray,
-    append_ones: bool,
-    damping: float | np.ndarray = 0.0,
+    options: SolveOptions,
+    *,
+    append_ones: bool = False,
+    weights: np.ndarray | None = None,
+    initial: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Solve every row's regularized normal equations exactly (Cholesky, LAPACK ``dposv``).
+    """Solve every row's regularized normal equations (see :class:`SolveOptions`).
 
     Parameters
     ----------
@@ -90,15 +123,16 @@ def solve_rows(
     other_factors : ndarray, shape (n_other, k)
         The fixed side's factors.
     targets : ndarray of float64, shape (block.nnz,)
-        Right-hand side value per rating.
-    reg
-        λ, a scalar or one value per coordinate (``k + append_ones``); row ``u``'s
-        coordinate ``j`` is regularized by ``reg[j] * n_u + damping[j]``.
-    damping
-        Count-independent penalty, a scalar or one value per coordinate.
+        Right-hand side weight per rating.
+    options
+        Penalties and solver.
     append_ones
         Append a column of ones to ``other_factors`` (the solution's last coordinate is then
         the row's bias).
+    weights : ndarray of float64, shape (block.nnz,), optional
+        Weight of each rating's outer product in the Gram matrix (default 1).
+    initial : ndarray, shape (block.n_rows, width), optional
+        Starting point of the conjugate-gradient solver (default zeros).
 
     Returns
     -------
@@ -112,8 +146,6 @@ def solve_rows(
     design[:n_other, :rank] = other_factors
     if append_ones:
         design[:n_other, rank] = 1.0
-    reg = np.broadcast_to(np.asarray(reg, dtype=np.float64), (width,))
-    damping = np.broadcast_to(np.asarray(damping, dtype=np.float64), (width,))
     solution = np.zeros((block.n_rows, width), dtype=np.float64)
     counts = block.counts
     lengths = padded_lengths(counts)
@@ -122,23 +154,96 @@ def solve_rows(
         batch = max(1, _BATCH_BYTES // (int(length) * width * 8))
         for begin in range(0, len(rows), batch):
             chunk = rows[begin : begin + batch]
-            solution[chunk] = _solve_batch(block, design, targets, chunk, int(length), reg, damping, n_other)
+            start = None if initial is None else initial[chunk].astype(np.float64)
+            solution[chunk] = _solve_batch(block, design, targets, weights, chunk, int(length), options, start)
     return solution
 
 
-def _solve_batch(block, design, targets, rows, length, reg, damping, pad_index) -> np.ndarray:
+def _solve_batch(block, design, targets, weights, rows, length, options, initial) -> np.ndarray:
     counts = block.counts[rows]
     offsets = np.arange(length)
     valid = offsets[None, :] < counts[:, None]
     positions = np.where(valid, block.indptr[rows][:, None] + offsets[None, :], 0)
-    gathered = design[np.where(valid, block.cols[positions], pad_index)]  # (m, L, width)
+    gathered = design[np.where(valid, block.cols[positions], len(design) - 1)]  # (m, L, width)
     rhs_values = np.where(valid, targets[positions], 0.0)  # (m, L)
+    row_weights = None if weights is None else np.where(valid, weights[positions], 0.0)
     transposed = gathered.transpose(0, 2, 1)
-    gram = np.matmul(transposed, gathered)  # (m, width, width)
     rhs = np.matmul(transposed, rhs_values[:, :, None])[:, :, 0]  # (m, width)
+    penalty = counts[:, None] * options.reg[None, :] + options.damping[None, :]  # (m, width)
+    if options.solver == "cg" and not options.nonnegative:
+        start = np.zeros_like(rhs) if initial is None else initial
+        return conjugate_gradient(gathered, row_weights, options.base_gram, penalty, rhs, start, options.cg_steps)
+    weighted = gathered if row_weights is None else gathered * row_weights[:, :, None]
+    gram = np.matmul(weighted.transpose(0, 2, 1), gathered)  # (m, width, width)
+    if options.base_gram is not None:
+        gram += options.base_gram[None, :, :]
     diagonal = np.arange(gram.shape[1])
-    gram[:, diagonal, diagonal] += counts[:, None] * reg[None, :] + damping[None, :]
+    gram[:, diagonal, diagonal] += penalty
+    if options.nonnegative:
+        return solve_nonnegative(gram, rhs, free_last=options.free_last)
     return solve_spd(gram, rhs)
+
+
+def conjugate_gradient(gathered, row_weights, base_gram, penalty, rhs, start, steps: int) -> np.ndarray:
+    """``steps`` conjugate-gradient iterations for a batch of rows, never forming their Gram
+    matrices (Takács et al. 2011; as in ``implicit``).
+
+    The operator of row ``u`` is ``v ↦ base_gram·v + X_uᵀ(w_u ⊙ X_u v) + penalty_u ⊙ v``.
+    """
+
+    def apply(vectors):
+        projected = np.matmul(gathered, vectors[:, :, None])[:, :, 0]  # (m, L)
+        if row_weights is not None:
+            projected = projected * row_weights
+        out = np.matmul(gathered.transpose(0, 2, 1), projected[:, :, None])[:, :, 0]
+        if base_gram is not None:
+            out += vectors @ base_gram
+        return out + penalty * vectors
+
+    x = start.copy()
+    residual = rhs - apply(x)
+    direction = residual.copy()
+    residual_norm = np.einsum("ij,ij->i", residual, residual)
+    for _ in range(steps):
+        if not residual_norm.any():
+            break
+        image = apply(direction)
+        curvature = np.einsum("ij,ij->i", direction, image)
+        step = np.divide(residual_norm, curvature, out=np.zeros_like(residual_norm), where=curvature > 0)
+        x += step[:, None] * direction
+        residual -= step[:, None] * image
+        new_norm = np.einsum("ij,ij->i", residual, residual)
+        ratio = np.divide(new_norm, residual_norm, out=np.zeros_like(new_norm), where=residual_norm > 0)
+        direction = residual + ratio[:, None] * direction
+        residual_norm = new_norm
+    return x
+
+
+def solve_nonnegative(gram: np.ndarray, rhs: np.ndarray, *, free_last: bool = False) -> np.ndarray:
+    """Minimize ``½zᵀGz − hᵀz`` subject to ``z >= 0`` per system (Lawson–Hanson NNLS on the
+    Cholesky factor: ``‖Lᵀz − L⁻¹h‖²``). With ``free_last`` the last coordinate (a bias) is
+    unconstrained, written as the difference of two nonnegative variables."""
+    out = np.empty_like(rhs)
+    for row in range(len(gram)):
+        system, target = gram[row], rhs[row]
+        if free_last:
+            system, target = _split_last(system, target)
+        lower = np.linalg.cholesky(system)
+        solution, _ = nnls(lower.T, solve_triangular(lower, target, lower=True), maxiter=50 * len(target))
+        out[row] = solution[:-2].tolist() + [solution[-2] - solution[-1]] if free_last else solution
+    return out
+
+
+def _split_last(system: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rewrite the last variable b as b⁺ − b⁻ (both >= 0); a tiny ridge keeps the system definite."""
+    width = len(target)
+    expand = np.zeros((width, width + 1))
+    expand[: width, : width] = np.eye(width)
+    expand[width - 1, width] = -1.0
+    split = expand.T @ system @ expand
+    ridge = 1e-9 * np.trace(system) / width
+    split[width - 1 :, width - 1 :] += ridge * np.eye(2)
+    return split, expand.T @ target
 
 
 def solve_spd(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ def random_ratings(n_users: int, n_items: int, density: float, seed: int, *, ran
 
 
 def dense_als(frame: pd.DataFrame, item_start: np.ndarray, *, reg: float, bias_reg: float, damping: float,
+              bias_damping: float,
               iterations: int, biases: bool) -> dict:
     """Textbook ALS-WR on a dense matrix, one np.linalg.solve per row, float64 throughout
     (factors rounded to float32 after each half-step, as a model stores them).
@@ -55,7 +56,7 @@ def dense_als(frame: pd.DataFrame, item_start: np.ndarray, *, reg: float, bias_r
             penalty = [reg * n + damping] * rank
             if biases:
                 design = np.hstack([design, np.ones((n, 1))])
-                penalty.append(bias_reg * n)
+                penalty.append(bias_reg * n + bias_damping)
             solution = np.linalg.solve(design.T @ design + np.diag(penalty), design.T @ target)
             factors[row] = solution[:rank]
             bias[row] = solution[rank] if biases else 0.0

@@ -19,12 +19,13 @@ REFERENCE_ATOL = 2e-5
 @pytest.mark.parametrize("biases", [True, False])
 def test_fit_equals_dense_numpy_als(client, biases):
     ratings = random_ratings(60, 45, 0.25, seed=3)
-    params = dict(rank=4, reg=0.1, bias_reg=0.05, damping=0.5, max_iter=3, biases=biases)
+    params = dict(rank=4, reg=0.1, bias_reg=0.05, damping=0.5, bias_damping=1.5, max_iter=3, biases=biases)
     with get_task_stream(client) as stream:
         model = dmf.ALS(**params, seed=11, n_blocks=3).fit(ratings)
     items = np.sort(ratings["item"].unique())
     start = initial_factors(stable_id_hashes(pd.Index(items)), 4, 11, ITEM_STREAM)
-    reference = dense_als(ratings, start, reg=0.1, bias_reg=0.05, damping=0.5, iterations=3, biases=biases)
+    reference = dense_als(ratings, start, reg=0.1, bias_reg=0.05, damping=0.5, bias_damping=1.5, iterations=3,
+                          biases=biases)
     assert list(model.user_ids_) == list(reference["users"])
     np.testing.assert_allclose(model.user_factors_, reference["user_factors"], atol=REFERENCE_ATOL)
     np.testing.assert_allclose(model.item_factors_, reference["item_factors"], atol=REFERENCE_ATOL)
@@ -48,7 +49,7 @@ def test_recovers_planted_low_rank_matrix(client):
     users, items = np.nonzero(mask)
     values = (p[users] * q[items]).sum(1) + rng.normal(0, noise, len(users))
     ratings = pd.DataFrame({"user": users, "item": items, "rating": values})
-    model = dmf.ALS(rank=5, reg=1e-4, damping=0.0, bias_reg=1e-4, max_iter=15, biases=False, clip=False).fit(ratings)
+    model = dmf.ALS(rank=5, reg=1e-4, damping=0.0, max_iter=15, biases=False, clip=False).fit(ratings)
     train_rmse = model.history_[-1]["train_rmse"]
     assert 0.9 * noise <= train_rmse <= 1.1 * noise
     assert dmf.rmse(model, ratings) == pytest.approx(train_rmse, rel=1e-3)

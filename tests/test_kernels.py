@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dmf.kernels import RatingBlock, padded_lengths, solve_rows, top_k_rows
+from dmf.kernels import RatingBlock, SolveOptions, padded_lengths, solve_rows, top_k_rows
 from helpers import brute_force_top_k
 
 
@@ -29,7 +29,8 @@ def test_solve_rows_equals_dense_normal_equations(append_ones):
     other = rng.normal(size=(n_other, rank)).astype(np.float32)
     targets = rng.normal(size=block.nnz)
     reg = np.r_[np.full(rank, 0.3), [0.05]][: rank + append_ones]
-    solution = solve_rows(block, other, targets, reg, append_ones, damping=2.0)
+    options = SolveOptions(reg, np.full(rank + append_ones, 2.0))
+    solution = solve_rows(block, other, targets, options, append_ones=append_ones)
     for r in range(len(counts)):
         lo, hi = block.indptr[r], block.indptr[r + 1]
         if hi == lo:
@@ -41,6 +42,64 @@ def test_solve_rows_equals_dense_normal_equations(append_ones):
         gram = design.T @ design + np.diag(reg * (hi - lo) + 2.0)
         expected = np.linalg.solve(gram, design.T @ targets[lo:hi])
         np.testing.assert_allclose(solution[r], expected, rtol=1e-9, atol=1e-10)
+
+
+def _implicit_problem(seed=0):
+    rng = np.random.default_rng(seed)
+    matrix = sp.random(30, 200, density=0.1, random_state=seed, data_rvs=lambda n: rng.integers(1, 6, n)).tocsr()
+    block = _block(matrix)
+    other = rng.normal(size=(200, 5)).astype(np.float32)
+    return block, other, rng
+
+
+def _dense_implicit(block, other, alpha, reg, nonnegative=False):
+    """Hu-Koren-Volinsky per row over all columns, from the dense matrix (no Gram trick)."""
+    from scipy.optimize import nnls
+
+    dense = np.zeros((block.n_rows, len(other)))
+    dense[block.row_of_rating(), block.cols] = block.values
+    y = other.astype(np.float64)
+    out = []
+    for row in dense:
+        confidence = 1 + alpha * np.abs(row)
+        preference = (row > 0).astype(float)
+        gram = (y * confidence[:, None]).T @ y + reg * np.eye(y.shape[1])
+        rhs = y.T @ (confidence * preference)
+        if nonnegative:
+            lower = np.linalg.cholesky(gram)
+            out.append(nnls(lower.T, np.linalg.solve(lower, rhs))[0])
+        else:
+            out.append(np.linalg.solve(gram, rhs))
+    return np.array(out)
+
+
+def _implicit_solve(block, other, alpha, reg, **options):
+    values = block.values.astype(np.float64)
+    confidence = 1 + alpha * np.abs(values)
+    gram = other.astype(np.float64).T @ other.astype(np.float64)
+    width = other.shape[1]
+    solve_options = SolveOptions(np.zeros(width), np.full(width, reg), gram, **options)
+    return solve_rows(block, other, confidence * (values > 0), solve_options, weights=confidence - 1)
+
+
+def test_implicit_gram_trick_equals_dense_solve_and_cg_approaches_it():
+    block, other, _ = _implicit_problem()
+    exact = _dense_implicit(block, other, alpha=2.0, reg=0.1)
+    counts = block.counts
+    solved = _implicit_solve(block, other, 2.0, 0.1)
+    np.testing.assert_allclose(solved[counts > 0], exact[counts > 0], rtol=1e-8, atol=1e-10)
+    errors = [np.abs(_implicit_solve(block, other, 2.0, 0.1, solver="cg", cg_steps=steps) - exact)[counts > 0].max()
+              for steps in (1, 2, 3, 5)]
+    assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-6 < errors[0]
+
+
+def test_nonnegative_solve_equals_dense_nnls():
+    block, other, _ = _implicit_problem(1)
+    exact = _dense_implicit(block, other, alpha=1.0, reg=0.5, nonnegative=True)
+    solved = _implicit_solve(block, other, 1.0, 0.5, nonnegative=True)
+    counts = block.counts
+    assert (solved >= 0).all()
+    np.testing.assert_allclose(solved[counts > 0], exact[counts > 0], atol=1e-8)
 
 
 def test_padded_lengths_cover_counts_with_bounded_waste():
