@@ -365,9 +365,9 @@ class ImplicitALS(ALS):
 
     def __init__(
         self,
-        rank: int = 64,
+        rank: int = 32,
         reg: float = 0.05,
-        alpha: float = 10.0,
+        alpha: float = 1.0,
         threshold: float | None = None,
         max_iter: int = 15,
         seed: int = 0,

@@ -76,3 +76,28 @@ def brute_force_top_k(scores: np.ndarray, seen: np.ndarray, k: int) -> list[list
         order = np.lexsort((np.arange(scores.shape[1]), -scores[row]))
         out.append([c for c in order if not seen[row, c]][:k])
     return out
+
+
+def dense_implicit_als(frame: pd.DataFrame, item_start: np.ndarray, *, alpha: float, reg: float,
+                       iterations: int) -> dict:
+    """Hu-Koren-Volinsky ALS on the dense matrix: every row solves over all columns with
+    confidence 1 + alpha·r (r = 0 when unobserved) and preference [r > 0]; no Gram trick."""
+    users = np.sort(frame["user"].unique())
+    items = np.sort(frame["item"].unique())
+    ratings = np.zeros((len(users), len(items)))
+    ratings[np.searchsorted(users, frame["user"]), np.searchsorted(items, frame["item"])] = frame["rating"]
+    rank = item_start.shape[1]
+
+    def half_step(matrix, other):
+        solved = np.zeros((matrix.shape[0], rank))
+        for row in range(matrix.shape[0]):
+            confidence = 1 + alpha * np.abs(matrix[row])
+            gram = (other * confidence[:, None]).T @ other + reg * np.eye(rank)
+            solved[row] = np.linalg.solve(gram, other.T @ (confidence * (matrix[row] > 0)))
+        return solved.astype(np.float32).astype(np.float64)
+
+    item_factors = item_start.astype(np.float64)
+    for _ in range(iterations):
+        user_factors = half_step(ratings, item_factors)
+        item_factors = half_step(ratings.T, user_factors)
+    return {"users": users, "items": items, "user_factors": user_factors, "item_factors": item_factors}
