@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
@@ -32,6 +31,7 @@ from dmf.als import ALS
 from dmf.cli import PipelineRefused, Timer
 from dmf.columns import ITEM, USER
 from dmf.metrics import error_totals
+from dmf.ranking import ranking_metrics
 from dmf.ratings import read_ratings
 from dmf.storage import atomic_directory, write_json_atomic
 
@@ -56,6 +56,7 @@ class NightlyConfig:
     tolerance: float = 0.005
     keep: int = 3
     k: int = 10
+    relevance_threshold: float | None = 4.0
     duplicates: str = "latest"
 
 
@@ -165,6 +166,11 @@ def run_nightly(config: NightlyConfig, client) -> dict:
         with timer("evaluate"):
             metrics = error_totals(model, test, client=client)
             published_metrics = error_totals(published, test, client=client) if published is not None else None
+        with timer("recommend"):
+            recommendations = client.persist(model.recommend(config.k, exclude=train, client=client))
+            ranking = ranking_metrics(recommendations, test, k=config.k, relevance_threshold=config.relevance_threshold,
+                                      catalog_size=len(model.item_ids_), client=client)
+        metrics = {**metrics, "ranking": ranking}
         report = {
             "snapshot": str(config.snapshot),
             "rows": {"ratings": n_ratings, "train": model.n_ratings_, "test": metrics["count"]},
@@ -187,7 +193,6 @@ def run_nightly(config: NightlyConfig, client) -> dict:
         print(f"publishing {version}", flush=True)
         with timer("publish"), atomic_directory(models_dir(config.home) / version) as staging:
             model.save(staging / "model")
-            recommendations = model.recommend(config.k, exclude=train, client=client)
             recommendations.to_parquet(staging / "recommendations", write_index=False)
             report.update(status="published", version=version)
             write_json_atomic(staging / "summary.json", {**report, "seconds": timer.seconds})

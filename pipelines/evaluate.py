@@ -1,10 +1,13 @@
-"""Evaluate: RMSE and MAE of a saved model on a Parquet test set, as a Dask reduction.
+"""Evaluate: RMSE and MAE of a saved model on a Parquet test set, as a Dask reduction, and
+ranking metrics (precision, recall, NDCG, MAP at k, MRR, hit rate, coverage) of its top-k.
 
 Writes the metrics as JSON to OUTPUT (default: print only), optionally the predictions as
 Parquet.
 """
 
 from pathlib import Path
+
+import dask.dataframe as dd
 
 import dmf
 from dmf import cli
@@ -17,6 +20,10 @@ def main(argv=None) -> int:
     parser.add_argument("--test", type=Path, required=True, help="Parquet test ratings (user, item, rating)")
     parser.add_argument("--output", type=Path, help="metrics JSON file to write")
     parser.add_argument("--predictions", type=Path, help="also write user, item, prediction as Parquet here")
+    parser.add_argument("--k", type=int, default=10, help="ranking metrics at k (0: rating metrics only)")
+    parser.add_argument("--exclude", type=Path, help="Parquet training ratings never to recommend (for ranking metrics)")
+    parser.add_argument("--relevance-threshold", type=float,
+                        help="test ratings >= this are relevant (default: every test pair)")
     parser.add_argument("--unknown", choices=["bias", "nan", "drop"], help="override the model's unknown-id policy")
     args = cli.parse_args(parser, argv)
     timer = cli.Timer()
@@ -27,11 +34,23 @@ def main(argv=None) -> int:
         test = dmf.read_ratings(args.test)
         with timer("evaluate"):
             metrics = dmf.error_totals(model, test, client=client)
+        if args.k > 0:
+            exclude = dd.read_parquet(args.exclude, columns=["user", "item"]) if args.exclude else None
+            with timer("ranking"):
+                recommendations = model.recommend(args.k, exclude=exclude, client=client)
+                metrics["ranking"] = dmf.ranking_metrics(recommendations, test, k=args.k,
+                                                         relevance_threshold=args.relevance_threshold,
+                                                         catalog_size=len(model.item_ids_), client=client)
         if args.predictions:
             with timer("predictions"), atomic_directory(args.predictions, overwrite=True) as staging:
                 model.predict(test, client=client).to_parquet(staging, write_index=False)
     print(f"RMSE {metrics['rmse']:.4f}  MAE {metrics['mae']:.4f}  on {metrics['count']} pairs "
           f"({metrics['n_fallback']} by the bias model, {metrics['n_dropped']} dropped)")
+    if "ranking" in metrics:
+        ranking = metrics["ranking"]
+        print(f"precision@{args.k} {ranking['precision@k']:.4f}  recall@{args.k} {ranking['recall@k']:.4f}  "
+              f"NDCG@{args.k} {ranking['ndcg@k']:.4f}  MAP@{args.k} {ranking['map@k']:.4f}  MRR {ranking['mrr']:.4f}  "
+              f"coverage {ranking['coverage']:.4f} over {ranking['users']} users")
     if args.output:
         write_json_atomic(args.output, cli.summary(args, metrics=metrics, seconds=timer.seconds))
     return 0

@@ -22,17 +22,22 @@ def main(argv=None) -> int:
                         help="publish only if test RMSE <= the published model's + this")
     parser.add_argument("--keep", type=int, default=3, help="published versions to keep")
     parser.add_argument("--k", type=int, default=10, help="recommendations per user")
+    parser.add_argument("--relevance-threshold", type=float, default=4.0,
+                        help="test ratings >= this are relevant for the ranking metrics")
     parser.add_argument("--duplicates", choices=["error", "latest", "mean"], default="latest",
                         help="repeated (user, item) pairs in the snapshot")
     cli.add_model_options(parser)
     args = cli.parse_args(parser, argv)
     config = NightlyConfig(
         snapshot=args.snapshot, home=args.home, params=cli.model_params(args), test_fraction=args.test_fraction,
-        split_seed=args.split_seed, tolerance=args.tolerance, keep=args.keep, k=args.k, duplicates=args.duplicates,
+        split_seed=args.split_seed, tolerance=args.tolerance, keep=args.keep, k=args.k,
+        relevance_threshold=args.relevance_threshold, duplicates=args.duplicates,
     )
     with cli.connect(args) as client:
         report = run_nightly(config, client)
-    print(f"published {report['version']}: test RMSE {report['metrics']['rmse']:.4f} "
+    ranking = report["metrics"]["ranking"]
+    print(f"published {report['version']}: test RMSE {report['metrics']['rmse']:.4f}, "
+          f"precision@{args.k} {ranking['precision@k']:.4f}, NDCG@{args.k} {ranking['ndcg@k']:.4f} "
           f"({report['rows']['test']} pairs); {args.home / 'models' / 'current'} -> {report['version']}")
     return 0
 
