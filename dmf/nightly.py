@@ -148,10 +148,28 @@ def prune_versions(home: Path, keep: int) -> list[str]:
     return deleted
 
 
+def remove_stale_staging(home: Path) -> list[str]:
+    """Delete what a killed run left half-written (hidden ``.v*`` and ``.current`` entries)."""
+    directory = models_dir(home)
+    if not directory.exists():
+        return []
+    stale = [p for p in directory.iterdir() if p.name.startswith((".v", ".current"))]
+    for path in stale:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    return [p.name for p in stale]
+
+
 def run_nightly(config: NightlyConfig, client) -> dict:
     """One nightly run; returns its summary. Raises :class:`PipelineRefused` at the gate."""
     timer = Timer()
     with exclusive_lock(config.home / "nightly.lock"):
+        logger.info("nightly run %d holds %s", os.getpid(), config.home / "nightly.lock")
+        stale = remove_stale_staging(config.home)
+        if stale:
+            logger.warning("removed %s left by an interrupted run", ", ".join(stale))
         with timer("ingest"):
             ratings = read_ratings(config.snapshot, duplicates=config.duplicates)
             ratings = client.persist(ratings)

@@ -50,7 +50,7 @@ def read_ratings(
     duplicates
         What to do with repeated (user, item) pairs: ``"error"`` raises a ``ValueError`` with
         their count, ``"latest"`` keeps the row with the largest timestamp (needs a timestamp
-        column), ``"mean"`` keeps the mean rating (and the latest timestamp).
+        column when there are duplicates), ``"mean"`` keeps the mean rating (and the latest timestamp).
     npartitions
         Partitions for a pandas ``source`` (default: one per million rows).
 
@@ -74,8 +74,6 @@ def read_ratings(
         raise ValueError(f"duplicates must be one of {_DUPLICATE_POLICIES}, got {duplicates!r}")
     frame = _as_dask_frame(source, npartitions)
     frame = _select_and_rename(frame, user=user, item=item, rating=rating, timestamp=timestamp)
-    if duplicates == "latest" and TIMESTAMP not in frame.columns:
-        raise ValueError("duplicates='latest' needs a timestamp column; pass timestamp=<column name>")
 
     summary_parts = frame.map_partitions(_partition_problems, meta=_PROBLEM_META)
     pair_counts = (
@@ -97,6 +95,12 @@ def read_ratings(
                 f"ratings hold {n_duplicate_pairs} (user, item) pairs that occur more than once "
                 f"({extra_rows} extra rows), e.g. {examples}; pass duplicates='latest' or "
                 "duplicates='mean' to keep one rating per pair"
+            )
+        if duplicates == "latest" and TIMESTAMP not in frame.columns:
+            raise ValueError(
+                f"ratings hold {n_duplicate_pairs} repeated (user, item) pairs, e.g. {examples}, and "
+                "duplicates='latest' needs a timestamp column to pick one; pass timestamp=<column name> "
+                "or duplicates='mean'"
             )
         logger.info(
             "resolving %d duplicated (user, item) pairs (%d extra rows) by %r",

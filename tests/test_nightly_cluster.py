@@ -1,0 +1,173 @@
+"""The nightly pipeline as a subprocess against real `dask scheduler` / `dask worker`
+processes on 127.0.0.1 (plain TCP and mutual TLS), including the faults of a night."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import dmf
+from cluster_harness import SubprocessCluster
+from conftest import REPO_ROOT
+from helpers import random_ratings
+
+NIGHTLY = REPO_ROOT / "pipelines" / "nightly.py"
+MODEL_FLAGS = ["--rank", "4", "--max-iter", "4", "--k", "5", "--tolerance", "0.01"]
+
+
+def snapshot_with(directory, frame: pd.DataFrame, name: str):
+    directory.mkdir(exist_ok=True)
+    frame.to_parquet(directory / name)
+    return directory
+
+
+class Nightly:
+    """A running nightly.py whose stdout and stderr lines are read as they come."""
+
+    def __init__(self, cluster: SubprocessCluster, snapshot, home, *extra: str):
+        command = [sys.executable, str(NIGHTLY), *cluster.client_args(), "--snapshot", str(snapshot),
+                   "--home", str(home), *MODEL_FLAGS, *extra]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.output: list[str] = []
+        for stream in (self.process.stdout, self.process.stderr):
+            threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream) -> None:
+        for line in stream:
+            self.lines.put(line)
+
+    def wait_for(self, text: str, timeout: float = 120) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=0.5)
+            except queue.Empty:
+                if self.process.poll() is not None and self.lines.empty():
+                    break
+                continue
+            self.output.append(line)
+            if text in line:
+                return
+        raise AssertionError(f"{text!r} never appeared; output:\n{''.join(self.output)[-3000:]}")
+
+    def finish(self, timeout: float = 300) -> tuple[int, str]:
+        code = self.process.wait(timeout=timeout)
+        time.sleep(0.2)
+        while not self.lines.empty():
+            self.output.append(self.lines.get())
+        return code, "".join(self.output)
+
+
+def run_nightly(cluster, snapshot, home, *extra) -> tuple[int, str]:
+    return Nightly(cluster, snapshot, home, *extra).finish()
+
+
+def current(home) -> str:
+    return os.readlink(home / "models" / "current")
+
+
+def assert_complete_version(home, version: str, n_users: int) -> dict:
+    directory = home / "models" / version
+    model = dmf.ALS.load(directory / "model")
+    recs = pd.read_parquet(directory / "recommendations")
+    assert recs["user"].nunique() == n_users == len(model.user_ids_)
+    summary = json.loads((directory / "summary.json").read_text())
+    assert summary["status"] == "published" and summary["version"] == version
+    return summary
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("tls", [False, True], ids=["tcp", "tls"])
+def test_nightly_publishes_warm_starts_and_gates(tmp_path, tls):
+    ratings = random_ratings(150, 80, 0.15, seed=41)
+    first, later = ratings.iloc[: len(ratings) * 3 // 4], ratings.iloc[len(ratings) * 3 // 4 :]
+    snapshot = snapshot_with(tmp_path / "snapshot", first, "part-0.parquet")
+    home = tmp_path / "home"
+    with SubprocessCluster(n_workers=2, tls=tls) as cluster:
+        assert cluster.address.startswith("tls://" if tls else "tcp://")
+        code, output = run_nightly(cluster, snapshot, home)
+        assert code == 0, output
+        assert current(home) == "v1"
+        summary = assert_complete_version(home, "v1", first["user"].nunique())
+        assert summary["warm_start"] is None and summary["rows"]["ratings"] == len(first)
+        assert 0 < summary["metrics"]["rmse"] < 1.0 and summary["metrics"]["ranking"]["users"] > 0
+
+        snapshot_with(snapshot, later, "part-1.parquet")  # new ratings arrive
+        code, output = run_nightly(cluster, snapshot, home)
+        assert code == 0, output
+        assert current(home) == "v2"
+        summary = assert_complete_version(home, "v2", ratings["user"].nunique())
+        assert summary["warm_start"].endswith("v1") and summary["rows"]["ratings"] == len(ratings)
+
+        code, output = run_nightly(cluster, snapshot, home, "--rank", "1", "--reg", "1000", "--damping", "1000")
+        assert code == 3, output
+        assert "quality gate" in output and "v2 stays current" in output
+        assert current(home) == "v2"
+        assert sorted(p.name for p in (home / "models").iterdir()) == ["current", "v1", "v2"]
+        assert json.loads((home / "last-run.json").read_text())["status"] == "refused"
+
+
+@pytest.mark.slow
+def test_killed_worker_during_fit_gives_the_same_model(tmp_path):
+    ratings = random_ratings(1500, 600, 0.05, seed=42)
+    snapshot = snapshot_with(tmp_path / "snapshot", ratings, "part-0.parquet")
+    flags = ["--max-iter", "12", "--rank", "8", "--n-blocks", "4"]
+    with SubprocessCluster(n_workers=3) as cluster:
+        code, output = run_nightly(cluster, snapshot, tmp_path / "calm", *flags)
+        assert code == 0, output
+        run = Nightly(cluster, snapshot, tmp_path / "stormy", *flags)
+        run.wait_for("epoch 2 ")
+        cluster.kill_worker(0)
+        code, output = run.finish()
+    assert code == 0, output
+    assert "lost data on a failed worker" in output
+    calm = dmf.ALS.load(tmp_path / "calm" / "models" / "v1" / "model")
+    stormy = dmf.ALS.load(tmp_path / "stormy" / "models" / "v1" / "model")
+    np.testing.assert_array_equal(stormy.user_factors_, calm.user_factors_)
+    np.testing.assert_array_equal(stormy.item_factors_, calm.item_factors_)
+
+
+@pytest.mark.slow
+def test_killed_nightly_while_publishing_keeps_the_previous_version(tmp_path):
+    ratings = random_ratings(2000, 800, 0.05, seed=43)
+    snapshot = snapshot_with(tmp_path / "snapshot", ratings, "part-0.parquet")
+    home = tmp_path / "home"
+    slow = ["--max-iter", "20"]  # long enough for a second run to start while this one works
+    with SubprocessCluster(n_workers=2) as cluster:
+        code, output = run_nightly(cluster, snapshot, home)
+        assert code == 0, output
+
+        run = Nightly(cluster, snapshot, home, *slow)
+        run.wait_for("nightly.lock")
+        # A second run while the first one works is refused at once with a clear message.
+        code, output = run_nightly(cluster, snapshot, home)
+        assert code == 1 and "another nightly run is active" in output
+        # Kill it as soon as its staging directory for v2 appears, i.e. while it publishes.
+        staging = []
+        deadline = time.monotonic() + 120
+        while not staging and time.monotonic() < deadline and run.process.poll() is None:
+            staging = [p for p in (home / "models").iterdir() if p.name.startswith(".v2.tmp-")]
+            time.sleep(0.001)
+        run.process.send_signal(signal.SIGKILL)
+        code, output = run.finish()
+        assert staging, f"the run ended before it started publishing:\n{output[-2000:]}"
+
+        assert current(home) == "v1"
+        assert_complete_version(home, "v1", ratings["user"].nunique())
+        assert not (home / "models" / "v2").exists()
+
+        code, output = run_nightly(cluster, snapshot, home, *slow)  # the next night recovers
+        assert code == 0, output
+        assert current(home) == "v2"
+        assert not [p.name for p in (home / "models").iterdir() if p.name.startswith(".")]
