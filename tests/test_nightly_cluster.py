@@ -129,9 +129,13 @@ def test_killed_worker_during_fit_gives_the_same_model(tmp_path):
         run = Nightly(cluster, snapshot, tmp_path / "stormy", *flags)
         run.wait_for("epoch 2 ")
         cluster.kill_worker(0)
+        seen_before_kill = len(run.output)
         code, output = run.finish()
     assert code == 0, output
-    assert "lost data on a failed worker" in output
+    # The fit went on after the kill: either the scheduler recomputed the lost blocks from
+    # their recipe, or dmf rebuilt them and redid the epoch from its checkpoint.
+    after_kill = "".join(run.output[seen_before_kill:])
+    assert "epoch 12 " in after_kill
     calm = dmf.ALS.load(tmp_path / "calm" / "models" / "v1" / "model")
     stormy = dmf.ALS.load(tmp_path / "stormy" / "models" / "v1" / "model")
     np.testing.assert_array_equal(stormy.user_factors_, calm.user_factors_)
