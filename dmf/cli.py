@@ -68,6 +68,9 @@ def model_params(args: argparse.Namespace) -> dict:
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
     """Parse ``argv``; values from ``--config`` become defaults that flags override."""
+    required = [action for action in parser._actions if action.required]
+    for action in required:  # a config file may supply them; checked after merging
+        action.required = False
     first, _ = parser.parse_known_args(argv)
     if first.config is not None:
         if not first.config.exists():
@@ -83,6 +86,12 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
             settings[dest] = value
         parser.set_defaults(**settings)
     args = parser.parse_args(argv)
+    missing = [action.option_strings[0] for action in required if getattr(args, action.dest) is None]
+    if missing:
+        parser.error(f"the following arguments are required (on the command line or in --config): {', '.join(missing)}")
+    for key in ("snapshot", "home", "ratings", "output", "model", "test", "exclude", "users", "warm_start", "predictions"):
+        if isinstance(getattr(args, key, None), str):
+            setattr(args, key, Path(getattr(args, key)))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("dmf").setLevel(args.log_level.upper())
     return args

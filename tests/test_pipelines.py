@@ -76,6 +76,16 @@ def test_unknown_config_key_is_refused(tmp_path, ratings_dir):
     assert result.returncode == 2 and "unknown option 'rnak'" in result.stderr
 
 
+def test_required_options_may_come_from_the_config(tmp_path, ratings_dir):
+    config = tmp_path / "nightly.toml"
+    config.write_text(f'snapshot = "{ratings_dir}"\nhome = "{tmp_path / "home"}"\nmax-iter = 1\nrank = 2\n')
+    result = run_pipeline("nightly.py", "--config", config)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "home" / "models" / "current").is_symlink()
+    result = run_pipeline("nightly.py", "--home", tmp_path / "elsewhere")
+    assert result.returncode == 2 and "--snapshot" in result.stderr
+
+
 def test_second_nightly_exits_while_one_holds_the_lock(ratings_dir, tmp_path):
     home = tmp_path / "home"
     with exclusive_lock(home / "nightly.lock"):
