@@ -19,6 +19,11 @@ import numpy as np
 from scipy.linalg import lapack, solve_triangular
 from scipy.optimize import nnls
 
+try:  # the compiled conjugate-gradient path; NumPy batches are the fallback
+    from dmf._compiled import cg_solve_rows, rating_scores, top_k_select
+except ImportError:  # pragma: no cover - numba is a dependency
+    cg_solve_rows = rating_scores = top_k_select = None
+
 #: Padded row lengths: rows are batched with others of the same padded length. The ladder
 #: depends on a row's count only, so a row's arithmetic is the same in any block layout.
 _LENGTH_LADDER = np.unique(
@@ -146,6 +151,14 @@ def solve_rows(
     design[:n_other, :rank] = other_factors
     if append_ones:
         design[:n_other, rank] = 1.0
+    if options.solver == "cg" and not options.nonnegative and cg_solve_rows is not None:
+        solution = np.zeros((block.n_rows, width)) if initial is None else initial.astype(np.float64)
+        design = design.astype(np.float32)  # half the memory traffic of the gathers
+        base_gram = np.zeros((0, 0)) if options.base_gram is None else np.ascontiguousarray(options.base_gram)
+        cg_solve_rows(block.indptr, block.cols, np.ascontiguousarray(targets, dtype=np.float64),
+                      np.empty(0) if weights is None else np.ascontiguousarray(weights, dtype=np.float64),
+                      design, base_gram, options.reg, options.damping, solution, int(options.cg_steps))
+        return solution
     solution = np.zeros((block.n_rows, width), dtype=np.float64)
     counts = block.counts
     lengths = padded_lengths(counts)
@@ -268,16 +281,25 @@ def predict_ratings(
     rows: np.ndarray,
     cols: np.ndarray,
     offset: np.ndarray | float = 0.0,
-    chunk: int = 1 << 20,
+    chunk: int = 1 << 16,
 ) -> np.ndarray:
-    """``offset + sum(row_factors[rows] * col_factors[cols], axis=1)`` in float64, chunked."""
+    """``offset + sum(row_factors[rows] * col_factors[cols], axis=1)`` as float64.
+
+    The dot products run in the factors' dtype (float32 for models), in cache-sized chunks.
+    """
     out = np.empty(len(rows), dtype=np.float64)
     for begin in range(0, len(rows), chunk):
         end = begin + chunk
-        left = row_factors[rows[begin:end]].astype(np.float64, copy=False)
-        right = col_factors[cols[begin:end]].astype(np.float64, copy=False)
-        out[begin:end] = np.einsum("ij,ij->i", left, right)
+        out[begin:end] = np.einsum("ij,ij->i", row_factors[rows[begin:end]], col_factors[cols[begin:end]])
     return out + offset
+
+
+def block_scores(block: RatingBlock, row_factors: np.ndarray, col_factors: np.ndarray) -> np.ndarray:
+    """Model score ``row · col`` (float64) of every rating of ``block``; ``row_factors`` are the
+    block's own rows."""
+    if rating_scores is not None:
+        return rating_scores(block.indptr, block.cols, row_factors, col_factors)
+    return predict_ratings(row_factors, col_factors, block.row_of_rating(), block.cols)
 
 
 def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -295,6 +317,11 @@ def top_k_rows(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     if k <= 0 or n_rows == 0:
         empty = np.empty(0, dtype=np.int64)
         return empty, empty
+    if top_k_select is not None:
+        columns, counts = top_k_select(scores, k)
+        keep = np.arange(k)[None, :] < counts[:, None]
+        rows = np.broadcast_to(np.arange(n_rows)[:, None], columns.shape)
+        return rows[keep].astype(np.int64), columns[keep]
     if k < n_cols:
         candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
     else:

@@ -22,7 +22,7 @@ from dmf import _dask
 from dmf._random import entity_normals
 from dmf.blocks import build_blocks
 from dmf.columns import ITEM, ITEM_INDEX, RATING, USER, USER_INDEX
-from dmf.kernels import RatingBlock, SolveOptions, predict_ratings, solve_rows
+from dmf.kernels import RatingBlock, SolveOptions, block_scores, solve_rows
 from dmf.vocabulary import IdVocabulary
 
 logger = logging.getLogger(__name__)
@@ -107,15 +107,20 @@ def initial_factors(id_hashes: np.ndarray, rank: int, seed: int, stream: int, no
 
 
 def solve_block(
-    block: RatingBlock, other: FactorTable, previous: FactorTable | None, global_mean: float, objective: Objective
+    block: RatingBlock,
+    other: FactorTable,
+    previous: FactorTable | None,
+    global_mean: float,
+    objective: Objective,
+    with_loss: bool = True,
 ) -> FactorTable:
     """Solve one block's rows against the other side's fixed table.
 
-    ``previous`` is this side's table of the last epoch (the conjugate-gradient start), or None.
+    ``previous`` is this side's table of the last epoch (the conjugate-gradient start), or
+    None. ``with_loss`` also computes the training loss of the block's ratings.
     """
     rank = objective.rank
     values = block.values.astype(np.float64)
-    rows = block.row_of_rating()
     initial = None
     if previous is not None:
         initial = previous.factors[block.start : block.start + block.n_rows]
@@ -125,10 +130,12 @@ def solve_block(
         solution = solve_rows(block, other.factors, confidence * preference, objective.solve_options(other.gram),
                               weights=confidence - 1.0, initial=initial)
         factors, biases = solution.astype(np.float32), None
-        scores = predict_ratings(factors, other.factors, rows, block.cols)
-        # Σ over observed pairs of c·(p − s)² − s²; the unobserved part, Σ over all pairs of s²,
-        # is trace(XᵀX·YᵀY) and is added from the two tables' Gram matrices.
-        loss = float(np.dot(confidence, (preference - scores) ** 2) - np.dot(scores, scores))
+        loss = 0.0
+        if with_loss:
+            scores = block_scores(block, factors, other.factors)
+            # Σ over observed pairs of c·(p − s)² − s²; the unobserved part, Σ over all pairs
+            # of s², is trace(XᵀX·YᵀY) and is added from the two tables' Gram matrices.
+            loss = float(np.dot(confidence, (preference - scores) ** 2) - np.dot(scores, scores))
     else:
         other_bias = other.biases[block.cols].astype(np.float64) if objective.use_biases else 0.0
         targets = values - global_mean - other_bias if objective.use_biases else values
@@ -138,9 +145,11 @@ def solve_block(
                               append_ones=objective.use_biases, initial=initial)
         factors = solution[:, :rank].astype(np.float32)
         biases = solution[:, rank].astype(np.float32) if objective.use_biases else None
-        offset = global_mean + biases[rows] + other_bias if objective.use_biases else 0.0
-        errors = values - predict_ratings(factors, other.factors, rows, block.cols, offset)
-        loss = float(np.dot(errors, errors))
+        loss = 0.0
+        if with_loss:
+            offset = global_mean + biases[block.row_of_rating()] + other_bias if objective.use_biases else 0.0
+            errors = values - (block_scores(block, factors, other.factors) + offset)
+            loss = float(np.dot(errors, errors))
     nonfinite = int((~np.isfinite(factors)).sum()) + (int((~np.isfinite(biases)).sum()) if biases is not None else 0)
     return FactorTable(factors, biases, loss, len(values), nonfinite)
 
@@ -304,7 +313,8 @@ class BlockedALSTrainer:
         # The previous tables stay referenced until the new ones are in memory: the cluster
         # releases a key as soon as the client drops its last reference.
         new_users = assemble(
-            [solve_users(b, self.item_table, previous_users, self.global_mean, objective) for b in self.user_blocks],
+            [solve_users(b, self.item_table, previous_users, self.global_mean, objective, False)
+             for b in self.user_blocks],
             implicit,
         )
         new_items = assemble(

@@ -19,7 +19,8 @@ REFERENCE_ATOL = 2e-5
 @pytest.mark.parametrize("biases", [True, False])
 def test_fit_equals_dense_numpy_als(client, biases):
     ratings = random_ratings(60, 45, 0.25, seed=3)
-    params = dict(rank=4, reg=0.1, bias_reg=0.05, damping=0.5, bias_damping=1.5, max_iter=3, biases=biases)
+    params = dict(rank=4, reg=0.1, bias_reg=0.05, damping=0.5, bias_damping=1.5, max_iter=3, biases=biases,
+                  solver="cholesky")
     with get_task_stream(client) as stream:
         model = dmf.ALS(**params, seed=11, n_blocks=3).fit(ratings)
     items = np.sort(ratings["item"].unique())

@@ -93,6 +93,28 @@ def test_implicit_gram_trick_equals_dense_solve_and_cg_approaches_it():
     assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-6 < errors[0]
 
 
+@pytest.mark.parametrize("implicit", [False, True])
+def test_compiled_conjugate_gradient_equals_numpy_reference(implicit):
+    from dmf import kernels
+    from dmf._compiled import cg_solve_rows
+
+    block, other, rng = _implicit_problem(2)
+    width = other.shape[1]
+    values = block.values.astype(np.float64)
+    weights = 2.0 * values if implicit else None
+    gram = other.astype(np.float64).T @ other.astype(np.float64) if implicit else None
+    options = SolveOptions(np.full(width, 0.1), np.full(width, 0.5), gram, solver="cg", cg_steps=3)
+    start = rng.normal(size=(block.n_rows, width))
+    compiled = solve_rows(block, other, values, options, weights=weights, initial=start)
+    try:
+        kernels.cg_solve_rows = None  # force the NumPy batches
+        reference = solve_rows(block, other, values, options, weights=weights, initial=start)
+    finally:
+        kernels.cg_solve_rows = cg_solve_rows
+    assert not np.array_equal(compiled, start)
+    np.testing.assert_allclose(compiled, reference, rtol=1e-5, atol=1e-6)
+
+
 def test_nonnegative_solve_equals_dense_nnls():
     block, other, _ = _implicit_problem(1)
     exact = _dense_implicit(block, other, alpha=1.0, reg=0.5, nonnegative=True)
@@ -109,7 +131,19 @@ def test_padded_lengths_cover_counts_with_bounded_waste():
     assert (lengths <= np.maximum(counts * 1.25 + 1, 16)).all()
 
 
-def test_top_k_rows_matches_brute_force_with_exclusions():
+@pytest.fixture(params=["compiled", "numpy"])
+def top_k_path(request):
+    """Run a top-k test on the compiled selection and on the NumPy argpartition fallback."""
+    from dmf import kernels
+
+    compiled = kernels.top_k_select
+    if request.param == "numpy":
+        kernels.top_k_select = None
+    yield request.param
+    kernels.top_k_select = compiled
+
+
+def test_top_k_rows_matches_brute_force_with_exclusions(top_k_path):
     rng = np.random.default_rng(1)
     scores = rng.normal(size=(50, 30)).astype(np.float32)
     seen = rng.random((50, 30)) < 0.3
@@ -123,7 +157,7 @@ def test_top_k_rows_matches_brute_force_with_exclusions():
     assert len(got[0]) == 2 and got[1] == []
 
 
-def test_top_k_rows_breaks_ties_by_lower_column():
+def test_top_k_rows_breaks_ties_by_lower_column(top_k_path):
     scores = np.array([[1, 3, 3, 3, 0, 3], [2, 2, 2, 2, 2, 2]], dtype=np.float32)
     rows, cols = top_k_rows(scores, 2)
     assert list(cols[rows == 0]) == [1, 2]
