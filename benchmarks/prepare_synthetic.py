@@ -1,10 +1,12 @@
-"""Time and peak memory of ``pipelines/prepare.py --synthetic PRESET`` on a 2-worker LocalCluster.
+"""Time and peak memory of ``pipelines/prepare.py --synthetic PRESET`` on its own LocalCluster.
+
+The pipeline starts one single-threaded worker per CPU (2 on a 2-core machine).
 
 Runs the pipeline as a subprocess and samples the resident memory of its whole process tree
 (client, scheduler, nannies, workers) every 0.1 s; the peak of that sum is reported. Prints
 a table and writes ``benchmarks/results/prepare_synthetic-<preset>.json``.
 
-    python benchmarks/prepare_synthetic.py --preset ml-20m --workers 2
+    python benchmarks/prepare_synthetic.py --preset ml-20m
 """
 
 from __future__ import annotations
@@ -37,7 +39,6 @@ def tree_rss(process: psutil.Process) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", default="ml-20m")
-    parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--validate", action="store_true", help="also validate (off by default for synthetic data)")
     parser.add_argument("--keep", action="store_true", help="keep the output directory")
@@ -46,7 +47,7 @@ def main() -> int:
     scratch = Path(tempfile.mkdtemp(prefix="dmf-bench-"))
     output = scratch / f"synthetic-{args.preset}"
     command = [sys.executable, str(REPO / "pipelines" / "prepare.py"), str(output), "--synthetic", args.preset,
-               "--seed", str(args.seed), "--workers", str(args.workers)]
+               "--seed", str(args.seed)]
     command += ["--validate"] if args.validate else []
     environment = {key: value for key, value in os.environ.items() if key != "DMF_SCHEDULER"}
     load_before = os.getloadavg()
@@ -66,7 +67,7 @@ def main() -> int:
     summary = json.loads((output / "summary.json").read_text())
     disk = sum(path.stat().st_size for path in output.rglob("*") if path.is_file())
     result = {
-        "preset": args.preset, "workers": args.workers, "validated": args.validate,
+        "preset": args.preset, "workers": os.cpu_count(), "validated": args.validate,
         "wall_seconds": round(wall, 1), "pipeline_seconds": summary["timings"]["total_seconds"],
         "peak_rss_gib": round(peak / 2**30, 2), "rows": summary["rows"], "users": summary["users"],
         "items": summary["items"], "output_mib": round(disk / 2**20, 1), "timings": summary["timings"],

@@ -125,11 +125,12 @@ def prepare_dataset(
     if output.exists() and not overwrite:
         raise FileExistsError(f"{output} already exists; pass overwrite=True (--overwrite) to replace it")
 
-    loaded = _load_source(source, synthetic, synthetic_overrides or {}, seed, npartitions, blocksize, data_home)
+    names = {"user": USER, "item": ITEM, "rating": RATING, "timestamp": TIMESTAMP, **(columns or {})}
+    loaded = _load_source(source, synthetic, synthetic_overrides or {}, seed, npartitions, blocksize, data_home,
+                          id_columns=(names["user"], names["item"]))
     scale = tuple(rating_scale) if rating_scale is not None else loaded["scale"]
     timings["load_seconds"] = time.perf_counter() - started
 
-    names = {"user": USER, "item": ITEM, "rating": RATING, "timestamp": TIMESTAMP, **(columns or {})}
     checkpoint = time.perf_counter()
     if validate is None:
         validate = loaded["kind"] != "synthetic"
@@ -177,7 +178,7 @@ def prepare_dataset(
     return summary
 
 
-def _load_source(source, synthetic, overrides, seed, npartitions, blocksize, data_home) -> dict:
+def _load_source(source, synthetic, overrides, seed, npartitions, blocksize, data_home, id_columns) -> dict:
     if synthetic is not None:
         spec = synthetic_spec(synthetic, **overrides)
         return {"ratings": generate_ratings(spec, seed=seed, npartitions=npartitions), "scale": spec.rating_scale,
@@ -195,12 +196,21 @@ def _load_source(source, synthetic, overrides, seed, npartitions, blocksize, dat
     if not path.exists():
         raise FileNotFoundError(f"ratings source {path} does not exist")
     if path.suffix in (".csv", ".tsv", ".txt"):
-        ratings = dd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", blocksize=blocksize)
-        kind = "csv"
+        ratings, kind = _read_csv(path, blocksize, id_columns), "csv"
     else:
         ratings, kind = dd.read_parquet(path), "parquet"
     return {"ratings": ratings, "scale": MOVIELENS_SCALE, "folder": None, "kind": kind,
             "description": {"path": str(path)}}
+
+
+def _read_csv(path: Path, blocksize: int, id_columns: tuple[str, str]) -> dd.DataFrame:
+    """A CSV with a header; numeric id columns are read as nullable Int64 so that a missing id
+    is reported by validation (with its count) instead of turning the column into floats."""
+    separator = "\t" if path.suffix == ".tsv" else ","
+    sample = dd.read_csv(path, sep=separator, blocksize=blocksize)
+    numeric_ids = {column: "Int64" for column in id_columns
+                   if column in sample.columns and pd.api.types.is_numeric_dtype(sample._meta[column])}
+    return dd.read_csv(path, sep=separator, blocksize=blocksize, dtype=numeric_ids) if numeric_ids else sample
 
 
 def _is_parquet_folder(path: Path) -> bool:
@@ -245,8 +255,17 @@ def _write_partition(part: pd.DataFrame, index: int, directory: str, targets: li
         pq.write_table(table, os.path.join(directory, name, f"part.{index:05d}.parquet"))
         counts[name] = len(rows)
         if which == "all":
-            users, items = pd.unique(rows[USER]), pd.unique(rows[ITEM])
-    return counts, np.asarray(users), np.asarray(items)
+            users, items = rows[USER].unique(), rows[ITEM].unique()
+    return counts, _plain_array(users), _plain_array(items)
+
+
+def _plain_array(values) -> np.ndarray:
+    """A NumPy array of ids (nullable integer ids have no missing values after validation)."""
+    if isinstance(values, np.ndarray):
+        return values
+    if pd.api.types.is_integer_dtype(values.dtype):
+        return values.to_numpy(dtype=np.int64)
+    return np.asarray(values, dtype=object)
 
 
 def _summary(loaded: dict, input_rows: int, written: dict, scale, timings: dict, locals_: dict) -> dict:
