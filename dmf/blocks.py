@@ -14,6 +14,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
+from dmf._compiled import sort_into_rows
 from dmf.kernels import RatingBlock
 
 
@@ -34,7 +35,8 @@ def split_partition(
     else:
         values = part[value_column].to_numpy(dtype=np.float32)
     block = np.searchsorted(bounds, rows, side="right") - 1
-    order = np.argsort(block, kind="stable")
+    # small integer block ids make the stable argsort a radix sort
+    order = np.argsort(block.astype(np.uint16 if len(bounds) <= 2**16 else np.int64), kind="stable")
     cuts = np.searchsorted(block[order], np.arange(len(bounds)))
     pieces = []
     for b in range(len(bounds) - 1):
@@ -47,25 +49,29 @@ def assemble_block(pieces: list, start: int, stop: int, row_side: str, duplicate
     """Concatenate a block's pieces into CSR arrays sorted by (row, column).
 
     ``duplicates="error"`` raises a ``ValueError`` naming the count of repeated
-    (row, column) pairs; ``"drop"`` keeps the first of each.
+    (row, column) pairs; ``"drop"`` keeps one of each (for pairs without values).
     """
     rows = np.concatenate([p[0] for p in pieces]) if pieces else np.empty(0, np.int64)
     cols = np.concatenate([p[1] for p in pieces]) if pieces else np.empty(0, np.int32)
     values = np.concatenate([p[2] for p in pieces]) if pieces else np.empty(0, np.float32)
-    order = np.lexsort((cols, rows))
-    rows, cols, values = rows[order], cols[order], values[order]
-    repeated = (np.diff(rows) == 0) & (np.diff(cols) == 0)
+    n_rows = stop - start
+    indptr, cols, values = sort_into_rows(rows - start, cols, values, n_rows)
+    # a pair repeats when its column equals the previous one within the same row
+    repeated = np.zeros(len(cols), dtype=bool)
+    repeated[1:] = cols[1:] == cols[:-1]
+    row_starts = indptr[:-1]
+    repeated[row_starts[row_starts < len(cols)]] = False
     if repeated.any():
         if duplicates == "error":
             raise ValueError(
                 f"ratings hold {int(repeated.sum())} repeated (user, item) pairs in {row_side} rows "
                 f"{start}..{stop - 1}; read them with dmf.read_ratings(..., duplicates='latest' or 'mean')"
             )
-        keep = np.concatenate([[True], ~repeated])
-        rows, cols, values = rows[keep], cols[keep], values[keep]
-    counts = np.bincount(rows - start, minlength=stop - start)
-    indptr = np.zeros(stop - start + 1, dtype=np.int64)
-    np.cumsum(counts, out=indptr[1:])
+        row_of = np.repeat(np.arange(n_rows), np.diff(indptr))
+        counts = np.diff(indptr) - np.bincount(row_of[repeated], minlength=n_rows)
+        cols, values = cols[~repeated], values[~repeated]
+        indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
     return RatingBlock(start=int(start), indptr=indptr, cols=cols, values=values)
 
 

@@ -18,12 +18,15 @@ import pandas as pd
 from dmf import _dask
 from dmf.blocks import block_bounds, build_blocks
 from dmf.columns import ITEM, ITEM_INDEX, PREDICTION, RANK, SCORE, USER, USER_INDEX
-from dmf.kernels import RatingBlock, predict_ratings, top_k_rows
+from dmf._compiled import top_k_of_products
+from dmf.kernels import RatingBlock, predict_ratings
 from dmf.vocabulary import IdVocabulary
 
 UnknownPolicy = Literal["bias", "nan", "drop"]
 UNKNOWN_POLICIES = ("bias", "nan", "drop")
-_USERS_PER_CHUNK = 1024
+#: Users scored per BLAS call: a 256 x items float32 product (27 MB at 26.7 k items) is as
+#: fast per user as 1,024 (measured) with a quarter of the memory.
+_USERS_PER_CHUNK = 256
 
 
 @dataclass
@@ -120,41 +123,39 @@ def top_k_for_block(
     """
     n_trained = len(state.user_factors)
     item_term = (state.item_biases + state.offset).astype(np.float32)
+    item_factors_t = np.ascontiguousarray(state.item_factors.T)
+    products = np.empty((_USERS_PER_CHUNK, len(state.item_factors)), dtype=np.float32)
     frames = []
     for begin in range(0, len(user_index), _USERS_PER_CHUNK):
         users = user_index[begin : begin + _USERS_PER_CHUNK]
+        chunk = products[: len(users)]
         trained = users < n_trained
-        scores = np.zeros((len(users), len(state.item_factors)), dtype=np.float32)
-        scores[trained] = state.user_factors[users[trained]] @ state.item_factors.T
-        scores[trained] += state.user_biases[users[trained], None]
-        scores += item_term[None, :]
-        lo, hi = seen.indptr[begin], seen.indptr[begin + len(users)]
-        seen_rows = np.repeat(np.arange(len(users)), np.diff(seen.indptr[begin : begin + len(users) + 1]))
-        scores[seen_rows, seen.cols[lo:hi]] = -np.inf
-        rows, items = top_k_rows(scores, k)
-        ranks = _ranks_within_rows(rows)
+        if trained.all():
+            np.matmul(state.user_factors[users], item_factors_t, out=chunk)
+        else:  # users past the trained ones score with zero factors and bias: the bias model
+            chunk[...] = 0.0
+            chunk[trained] = state.user_factors[users[trained]] @ item_factors_t
+        user_bias = np.zeros(len(users), dtype=np.float32)
+        user_bias[trained] = state.user_biases[users[trained]]
+        seen_indptr = seen.indptr[begin : begin + len(users) + 1]
+        columns, values, counts = top_k_of_products(
+            chunk, user_bias, item_term, seen_indptr - seen_indptr[0], seen.cols[seen_indptr[0] : seen_indptr[-1]], k
+        )
+        keep = np.arange(columns.shape[1])[None, :] < counts[:, None]
+        rows = np.broadcast_to(np.arange(len(users))[:, None], columns.shape)[keep]
         frames.append(
             pd.DataFrame(
                 {
                     USER: state.user_ids.ids[users[rows]],
-                    RANK: ranks.astype(np.int32),
-                    ITEM: state.item_ids.ids[items],
-                    SCORE: scores[rows, items],
+                    RANK: np.broadcast_to(np.arange(1, columns.shape[1] + 1, dtype=np.int32), columns.shape)[keep],
+                    ITEM: state.item_ids.ids[columns[keep]],
+                    SCORE: values[keep],
                 }
             )
         )
     if not frames:
         return RECOMMENDATION_META.astype(_id_dtypes(state))
     return pd.concat(frames, ignore_index=True)
-
-
-def _ranks_within_rows(rows: np.ndarray) -> np.ndarray:
-    """1-based position of each entry within its run of equal (sorted) ``rows``."""
-    if len(rows) == 0:
-        return np.empty(0, dtype=np.int64)
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    run_start = np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
-    return np.arange(len(rows)) - run_start + 1
 
 
 def _id_dtypes(state: ScoringState) -> dict:

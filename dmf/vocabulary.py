@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
@@ -21,14 +20,6 @@ class IdVocabulary:
         if not index.is_unique:
             raise ValueError("vocabulary ids must be unique")
         self.ids = index.sort_values()
-
-    @classmethod
-    def from_series(cls, ids: dd.Series | pd.Series) -> "IdVocabulary":
-        """Vocabulary of the distinct values of a (Dask) Series; a Dask reduction."""
-        unique = ids.drop_duplicates()
-        if isinstance(unique, dd.Series):
-            unique = unique.compute()
-        return cls(pd.Index(unique.to_numpy()))
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dmf.kernels import RatingBlock, SolveOptions, padded_lengths, solve_rows, top_k_rows
+from dmf._compiled import top_k_of_products
+from dmf.kernels import RatingBlock, SolveOptions, padded_lengths, solve_rows
 from helpers import brute_force_top_k
 
 
@@ -93,26 +94,35 @@ def test_implicit_gram_trick_equals_dense_solve_and_cg_approaches_it():
     assert errors == sorted(errors, reverse=True) and errors[-1] < 1e-6 < errors[0]
 
 
-@pytest.mark.parametrize("implicit", [False, True])
-def test_compiled_conjugate_gradient_equals_numpy_reference(implicit):
+@pytest.mark.parametrize("implicit, append_ones", [(False, False), (False, True), (True, False)])
+def test_compiled_conjugate_gradient_equals_numpy_reference(implicit, append_ones):
     from dmf import kernels
     from dmf._compiled import cg_solve_rows
 
     block, other, rng = _implicit_problem(2)
-    width = other.shape[1]
+    width = other.shape[1] + int(append_ones)
     values = block.values.astype(np.float64)
     weights = 2.0 * values if implicit else None
     gram = other.astype(np.float64).T @ other.astype(np.float64) if implicit else None
     options = SolveOptions(np.full(width, 0.1), np.full(width, 0.5), gram, solver="cg", cg_steps=3)
     start = rng.normal(size=(block.n_rows, width))
-    compiled = solve_rows(block, other, values, options, weights=weights, initial=start)
+    compiled_scores, reference_scores = np.empty(block.nnz), np.empty(block.nnz)
+    compiled = solve_rows(block, other, values, options, weights=weights, initial=start, append_ones=append_ones,
+                          scores=compiled_scores)
     try:
         kernels.cg_solve_rows = None  # force the NumPy batches
-        reference = solve_rows(block, other, values, options, weights=weights, initial=start)
+        reference = solve_rows(block, other, values, options, weights=weights, initial=start, append_ones=append_ones,
+                               scores=reference_scores)
     finally:
         kernels.cg_solve_rows = cg_solve_rows
     assert not np.array_equal(compiled, start)
     np.testing.assert_allclose(compiled, reference, rtol=1e-5, atol=1e-6)
+    # the scores are the other side's row (with the appended one) times the solved row
+    design = np.hstack([other.astype(np.float64), np.ones((len(other), 1))])[:, :width]
+    rows = np.repeat(np.arange(block.n_rows), np.diff(block.indptr))
+    expected_scores = np.einsum("ij,ij->i", design[block.cols], compiled[rows])
+    np.testing.assert_allclose(compiled_scores, expected_scores, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(reference_scores, expected_scores, rtol=1e-5, atol=1e-6)
 
 
 def test_nonnegative_solve_equals_dense_nnls():
@@ -131,36 +141,36 @@ def test_padded_lengths_cover_counts_with_bounded_waste():
     assert (lengths <= np.maximum(counts * 1.25 + 1, 16)).all()
 
 
-@pytest.fixture(params=["compiled", "numpy"])
-def top_k_path(request):
-    """Run a top-k test on the compiled selection and on the NumPy argpartition fallback."""
-    from dmf import kernels
+def _top_k(products, k, row_bias=None, col_term=None, seen=None):
+    """Run the compiled top-k kernel on a copy; lists of selected columns per row, and values."""
+    n_rows, n_cols = products.shape
+    row_bias = np.zeros(n_rows, np.float32) if row_bias is None else row_bias
+    col_term = np.zeros(n_cols, np.float32) if col_term is None else col_term
+    seen = np.zeros(products.shape, bool) if seen is None else seen
+    seen_rows, seen_cols = np.nonzero(seen)
+    indptr = np.concatenate([[0], np.cumsum(np.bincount(seen_rows, minlength=n_rows))])
+    columns, values, counts = top_k_of_products(products.copy(), row_bias, col_term, indptr, seen_cols.astype(np.int32), k)
+    return [list(columns[r, : counts[r]]) for r in range(n_rows)], [list(values[r, : counts[r]]) for r in range(n_rows)]
 
-    compiled = kernels.top_k_select
-    if request.param == "numpy":
-        kernels.top_k_select = None
-    yield request.param
-    kernels.top_k_select = compiled
 
-
-def test_top_k_rows_matches_brute_force_with_exclusions(top_k_path):
+def test_top_k_matches_brute_force_with_biases_and_exclusions():
     rng = np.random.default_rng(1)
-    scores = rng.normal(size=(50, 30)).astype(np.float32)
+    products = rng.normal(size=(50, 30)).astype(np.float32)
+    row_bias = rng.normal(size=50).astype(np.float32)
+    col_term = rng.normal(size=30).astype(np.float32)
     seen = rng.random((50, 30)) < 0.3
     seen[0, :28], seen[0, 28:] = True, False  # two unseen items, k = 5
     seen[1, :] = True  # nothing left
-    masked = np.where(seen, -np.inf, scores)
-    rows, cols = top_k_rows(masked, 5)
-    expected = brute_force_top_k(scores, seen, 5)
-    got = [list(cols[rows == r]) for r in range(50)]
-    assert got == expected
+    got, values = _top_k(products, 5, row_bias, col_term, seen)
+    scores = (products + row_bias[:, None]) + col_term[None, :]
+    assert got == brute_force_top_k(scores, seen, 5)
     assert len(got[0]) == 2 and got[1] == []
+    assert all(values[r] == [scores[r, c] for c in got[r]] for r in range(50))
 
 
-def test_top_k_rows_breaks_ties_by_lower_column(top_k_path):
-    scores = np.array([[1, 3, 3, 3, 0, 3], [2, 2, 2, 2, 2, 2]], dtype=np.float32)
-    rows, cols = top_k_rows(scores, 2)
-    assert list(cols[rows == 0]) == [1, 2]
-    assert list(cols[rows == 1]) == [0, 1]
-    rows, cols = top_k_rows(scores, 10)
-    assert list(cols[rows == 0]) == [1, 2, 3, 5, 0, 4]
+def test_top_k_breaks_ties_by_lower_column():
+    products = np.array([[1, 3, 3, 3, 0, 3], [2, 2, 2, 2, 2, 2]], dtype=np.float32)
+    got, _ = _top_k(products, 2)
+    assert got == [[1, 2], [0, 1]]
+    got, _ = _top_k(products, 10)
+    assert got[0] == [1, 2, 3, 5, 0, 4]
