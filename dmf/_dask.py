@@ -1,4 +1,4 @@
-"""The one place dmf talks to the Dask scheduler: client resolution, broadcast, persist."""
+"""The one place dmf talks to the Dask scheduler: client resolution, broadcast, persist, progress."""
 
 from __future__ import annotations
 
@@ -8,11 +8,14 @@ import dask
 
 import asyncio
 import concurrent.futures
+import logging
 
-from distributed import Client, default_client, wait
+from distributed import Client, as_completed, default_client, futures_of, wait
 from distributed.client import FuturesCancelledError
 from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
+
+logger = logging.getLogger(__name__)
 
 #: Exceptions by which the cluster reports that work or data was lost with a worker.
 WORKER_FAILURES = (
@@ -62,6 +65,20 @@ def persist(collections: list, client: "Client | None") -> list:
         wait(persisted)
         return persisted
     return list(dask.persist(*collections))
+
+
+def persist_with_progress(collection, client: "Client | None", what: str):
+    """Persist a collection on the cluster and log ``what: i/n tasks done`` every tenth of its
+    output tasks (a long stage's progress on a terminal or in a cron log)."""
+    if client is None:
+        return dask.persist(collection)[0]
+    persisted = client.persist(collection)
+    futures = futures_of(persisted)
+    step = max(1, len(futures) // 10)
+    for done, _ in enumerate(as_completed(futures), start=1):
+        if done % step == 0 or done == len(futures):
+            logger.info("%s: %d/%d tasks done", what, done, len(futures))
+    return persisted
 
 
 def compute(collections: list, client: "Client | None") -> list:

@@ -35,9 +35,12 @@ class ALS:
         minimize Σ_i (r_ui − μ − b_i − b_u − p_u·q_i)² + (reg·n_u + damping)·‖p_u‖²
                  + (bias_reg·n_u + bias_damping)·b_u²
 
-    exactly (Cholesky), as in Zhou et al. (2008) / Spark MLlib with Koren's biases learned
-    jointly. ``damping = bias_damping = 0`` and ``bias_reg = reg`` give plain ALS-WR. The
-    defaults were tuned on MovieLens ml-100k (mean test RMSE over GroupLens' u1..u5 splits).
+    as in Zhou et al. (2008) / Spark MLlib, with Koren's biases learned jointly:
+    ``solver="cholesky"`` solves these normal equations exactly; the default ``solver="cg"``
+    takes 3 conjugate-gradient steps from the previous epoch's row, which reaches the same
+    test RMSE on MovieLens ml-100k and several times the speed at MovieLens-20M scale.
+    ``damping = bias_damping = 0`` and ``bias_reg = reg`` give plain ALS-WR. The defaults
+    were tuned on MovieLens ml-100k (mean test RMSE over GroupLens' u1..u5 splits).
 
     Parameters
     ----------

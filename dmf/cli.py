@@ -56,6 +56,10 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the initial factors")
     group.add_argument("--n-blocks", type=int, default=defaults["n_blocks"], help="blocks per side (default: 2 × threads)")
     group.add_argument("--no-biases", dest="biases", action="store_false", help="no global mean and biases")
+    group.add_argument("--solver", choices=["cg", "cholesky"], default=defaults["solver"],
+                       help="warm-started conjugate-gradient steps, or exact Cholesky solves")
+    group.add_argument("--cg-steps", type=int, default=defaults["cg_steps"], help="conjugate-gradient steps per half-step")
+    group.add_argument("--nonnegative", action="store_true", help="factors >= 0 (NMF)")
 
 
 def model_params(args: argparse.Namespace) -> dict:
@@ -63,6 +67,7 @@ def model_params(args: argparse.Namespace) -> dict:
         "rank": args.rank, "reg": args.reg, "bias_reg": args.bias_reg, "damping": args.damping,
         "bias_damping": args.bias_damping,
         "max_iter": args.max_iter, "seed": args.seed, "n_blocks": args.n_blocks, "biases": args.biases,
+        "solver": args.solver, "cg_steps": args.cg_steps, "nonnegative": args.nonnegative,
     }
 
 

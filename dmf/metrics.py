@@ -98,7 +98,8 @@ def error_totals(model_or_predictions, test, *, client=None) -> dict:
         predictions = as_dask_frame(model_or_predictions, "predictions")
         require_columns(predictions, [USER, ITEM, PREDICTION], "predictions")
         if RATING not in predictions.columns:
-            predictions = predictions[[USER, ITEM, PREDICTION]].merge(test[[USER, ITEM, RATING]], on=[USER, ITEM], how="inner")
+            # every test pair stays: one without a prediction gets NaN and is refused below
+            predictions = predictions[[USER, ITEM, PREDICTION]].merge(test[[USER, ITEM, RATING]], on=[USER, ITEM], how="right")
         partials = predictions.map_partitions(_prediction_partials, meta=_PARTIAL_META)
         from_model = False
     (totals,) = _dask.compute([partials.sum()], client)

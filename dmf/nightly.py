@@ -1,6 +1,9 @@
 """One idempotent nightly retraining run: ingest → split → warm-started fit → evaluate →
 quality gate → top-k → atomic publish of ``models/v{N}`` and switch of ``models/current``.
 
+A run whose snapshot (file names and contents) and settings equal those the current version
+was published from does nothing (status ``unchanged``), so rerunning a night is harmless.
+
 Layout under the run's home directory::
 
     home/
@@ -15,6 +18,8 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
+import json
 import logging
 import os
 import re
@@ -28,7 +33,8 @@ import numpy as np
 import pandas as pd
 
 from dmf.als import ALS
-from dmf.cli import PipelineRefused, Timer
+from dmf._dask import persist_with_progress
+from dmf.cli import PipelineRefused, Timer, versions
 from dmf.columns import ITEM, USER
 from dmf.metrics import error_totals
 from dmf.ranking import ranking_metrics
@@ -58,6 +64,34 @@ class NightlyConfig:
     k: int = 10
     relevance_threshold: float | None = 4.0
     duplicates: str = "latest"
+    force: bool = False
+
+    def settings(self) -> dict:
+        """Everything but the paths and ``force``: what, besides the snapshot, shapes a run's output."""
+        return {"params": self.params, "test_fraction": self.test_fraction, "split_seed": self.split_seed,
+                "tolerance": self.tolerance, "keep": self.keep, "k": self.k,
+                "relevance_threshold": self.relevance_threshold, "duplicates": self.duplicates}
+
+
+def run_fingerprint(config: NightlyConfig) -> str:
+    """SHA-256 of the snapshot's files (relative names and contents, in name order) and the run's
+    settings: equal fingerprints mean a rerun would publish the same thing again."""
+    digest = hashlib.sha256(json.dumps(config.settings(), sort_keys=True, default=str).encode())
+    snapshot = Path(config.snapshot)
+    files = sorted(p for p in snapshot.rglob("*") if p.is_file()) if snapshot.is_dir() else [snapshot]
+    for path in files:
+        digest.update(str(path.relative_to(snapshot) if snapshot.is_dir() else path.name).encode() + b"\0")
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _published_fingerprint(version_path: Path) -> str | None:
+    try:
+        return json.loads((version_path / "summary.json").read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None
 
 
 class RunLocked(RuntimeError):
@@ -170,13 +204,20 @@ def run_nightly(config: NightlyConfig, client) -> dict:
         stale = remove_stale_staging(config.home)
         if stale:
             logger.warning("removed %s left by an interrupted run", ", ".join(stale))
+        fingerprint = run_fingerprint(config)
+        published_path = current_version(config.home)
+        if not config.force and published_path is not None and _published_fingerprint(published_path) == fingerprint:
+            report = {"status": "unchanged", "current": published_path.name, "fingerprint": fingerprint,
+                      "snapshot": str(config.snapshot), "versions": versions(), "seconds": timer.seconds}
+            write_json_atomic(config.home / "last-run.json", report)
+            logger.info("snapshot and settings unchanged since %s; nothing to do", published_path.name)
+            return report
         with timer("ingest"):
             ratings = read_ratings(config.snapshot, duplicates=config.duplicates)
             ratings = client.persist(ratings)
             n_ratings = int(ratings.shape[0].compute())
         train = ratings.map_partitions(_train_part, config.test_fraction, config.split_seed, meta=ratings._meta)
         test = ratings.map_partitions(_test_part, config.test_fraction, config.split_seed, meta=ratings._meta)
-        published_path = current_version(config.home)
         published = ALS.load(published_path / "model") if published_path is not None else None
         warm_start = published if published is not None and published.rank == config.params.get("rank", published.rank) else None
         with timer("fit"):
@@ -185,7 +226,8 @@ def run_nightly(config: NightlyConfig, client) -> dict:
             metrics = error_totals(model, test, client=client)
             published_metrics = error_totals(published, test, client=client) if published is not None else None
         with timer("recommend"):
-            recommendations = client.persist(model.recommend(config.k, exclude=train, client=client))
+            recommendations = persist_with_progress(model.recommend(config.k, exclude=train, client=client), client,
+                                                    "top-k")
             ranking = ranking_metrics(recommendations, test, k=config.k, relevance_threshold=config.relevance_threshold,
                                       catalog_size=len(model.item_ids_), client=client)
         metrics = {**metrics, "ranking": ranking}
@@ -197,6 +239,9 @@ def run_nightly(config: NightlyConfig, client) -> dict:
             "metrics": metrics,
             "published_metrics": published_metrics,
             "history": model.history_,
+            "settings": config.settings(),
+            "fingerprint": fingerprint,
+            "versions": versions(),
         }
         if published_metrics is not None and metrics["rmse"] > published_metrics["rmse"] + config.tolerance:
             report.update(status="refused", seconds=timer.seconds, current=published_path.name)
@@ -208,7 +253,6 @@ def run_nightly(config: NightlyConfig, client) -> dict:
             )
         version = f"v{(published_versions(config.home) or [0])[-1] + 1}"
         logger.info("publishing %s", version)
-        print(f"publishing {version}", flush=True)
         with timer("publish"), atomic_directory(models_dir(config.home) / version) as staging:
             model.save(staging / "model")
             recommendations.to_parquet(staging / "recommendations", write_index=False)

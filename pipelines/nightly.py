@@ -1,7 +1,11 @@
 """Nightly retraining: ingest the ratings snapshot, split, warm-start a fit from the published
 model, evaluate, pass the quality gate, write top-k, and publish models/v{N} atomically.
 
-Exit codes: 0 published, 3 refused by the quality gate (the current version stays), 1 error
+Idempotent: when the snapshot's files (names and contents) and the settings are the same as
+those the current version was published from, the run does nothing and says so (exit 0);
+--force retrains anyway.
+
+Exit codes: 0 published or unchanged, 3 refused by the quality gate (the current version stays), 1 error
 (one line on stderr; a second run while one is active is such an error).
 """
 
@@ -26,15 +30,21 @@ def main(argv=None) -> int:
                         help="test ratings >= this are relevant for the ranking metrics")
     parser.add_argument("--duplicates", choices=["error", "latest", "mean"], default="latest",
                         help="repeated (user, item) pairs in the snapshot")
+    parser.add_argument("--force", action="store_true",
+                        help="retrain even if the snapshot and settings are those of the current version")
     cli.add_model_options(parser)
     args = cli.parse_args(parser, argv)
     config = NightlyConfig(
         snapshot=args.snapshot, home=args.home, params=cli.model_params(args), test_fraction=args.test_fraction,
         split_seed=args.split_seed, tolerance=args.tolerance, keep=args.keep, k=args.k,
-        relevance_threshold=args.relevance_threshold, duplicates=args.duplicates,
+        relevance_threshold=args.relevance_threshold, duplicates=args.duplicates, force=args.force,
     )
     with cli.connect(args) as client:
         report = run_nightly(config, client)
+    if report["status"] == "unchanged":
+        print(f"unchanged: the snapshot and settings are those of {report['current']}, which stays current "
+              f"(--force retrains)")
+        return 0
     ranking = report["metrics"]["ranking"]
     print(f"published {report['version']}: test RMSE {report['metrics']['rmse']:.4f}, "
           f"precision@{args.k} {ranking['precision@k']:.4f}, NDCG@{args.k} {ranking['ndcg@k']:.4f} "

@@ -11,6 +11,7 @@ import pandas as pd
 
 import dmf
 from dmf import cli
+from dmf._dask import persist_with_progress
 from dmf.storage import atomic_directory, write_json_atomic
 
 
@@ -31,7 +32,9 @@ def main(argv=None) -> int:
     with cli.connect(args) as client:
         exclude = dd.read_parquet(args.exclude, columns=["user", "item"]) if args.exclude else None
         with timer("recommend"), atomic_directory(args.output, overwrite=args.overwrite) as staging:
-            model.recommend(args.k, users=users, exclude=exclude, client=client).to_parquet(staging, write_index=False)
+            recommendations = persist_with_progress(model.recommend(args.k, users=users, exclude=exclude, client=client),
+                                                    client, "top-k")
+            recommendations.to_parquet(staging, write_index=False)
     rows = len(pd.read_parquet(args.output, columns=["user"]))
     write_json_atomic(Path(f"{args.output}.summary.json"), cli.summary(args, rows={"recommendations": rows},
                                                                         seconds=timer.seconds))

@@ -101,3 +101,39 @@ def test_invalid_parameters_are_refused():
         dmf.ALS(rank=0).fit(pd.DataFrame({"user": [1], "item": [1], "rating": [1.0]}))
     with pytest.raises(ValueError, match="unknown"):
         dmf.ALS(unknown="zero").fit(pd.DataFrame({"user": [1], "item": [1], "rating": [1.0]}))
+
+
+def test_warm_start_continues_from_the_given_model(client):
+    """One exact epoch warm-started from model A equals a dense epoch that starts from A's item
+    factors, with items A never saw started from the seed as usual."""
+    ratings = random_ratings(60, 45, 0.25, seed=3)
+    old = ratings[ratings["item"] < ratings["item"].quantile(0.7)]
+    params = dict(rank=4, reg=0.1, damping=0.5, biases=False, solver="cholesky", seed=11)
+    published = dmf.ALS(max_iter=2, **params).fit(old)
+    warm = dmf.ALS(max_iter=1, **params).fit(ratings, warm_start=published)
+    items = np.sort(ratings["item"].unique())
+    start = initial_factors(stable_id_hashes(pd.Index(items)), 4, 11, ITEM_STREAM)
+    known = published.item_ids_.get_indexer(items)
+    assert (known >= 0).sum() == len(published.item_ids_) and (known < 0).any()
+    start[known >= 0] = published.item_factors_[known[known >= 0]]
+    reference = dense_als(ratings, start, reg=0.1, bias_reg=0.0, damping=0.5, bias_damping=0.0, iterations=1,
+                          biases=False)
+    np.testing.assert_allclose(warm.user_factors_, reference["user_factors"], atol=REFERENCE_ATOL)
+    np.testing.assert_allclose(warm.item_factors_, reference["item_factors"], atol=REFERENCE_ATOL)
+    cold = dmf.ALS(max_iter=1, **params).fit(ratings)
+    assert not np.allclose(cold.item_factors_, warm.item_factors_, atol=1e-3)
+
+
+def test_graph_does_not_grow_with_epochs(client):
+    """After each epoch the scheduler holds the same number of tasks: old factors are released."""
+    from dmf.training import BlockedALSTrainer, Objective
+
+    ratings = dd.from_pandas(random_ratings(80, 60, 0.2, seed=9), npartitions=3)
+    trainer = BlockedALSTrainer(ratings, Objective(rank=3, reg=0.1, solver="cg"), seed=0, n_blocks=3, client=client)
+    held = []
+    for _ in range(4):
+        trainer.train_epoch()
+        held.append(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
+    assert held[1] == held[2] == held[3], held
+    # blocks, the two factor tables and the previous users; no per-epoch leftovers
+    assert held[-1] <= 6 * 3 + 10, held

@@ -84,6 +84,7 @@ def assert_complete_version(home, version: str, n_users: int) -> dict:
     assert recs["user"].nunique() == n_users == len(model.user_ids_)
     summary = json.loads((directory / "summary.json").read_text())
     assert summary["status"] == "published" and summary["version"] == version
+    assert summary["versions"]["dmf"] == dmf.__version__ and summary["settings"]["k"] == 5
     return summary
 
 
@@ -109,6 +110,12 @@ def test_nightly_publishes_warm_starts_and_gates(tmp_path, tls):
         assert current(home) == "v2"
         summary = assert_complete_version(home, "v2", ratings["user"].nunique())
         assert summary["warm_start"].endswith("v1") and summary["rows"]["ratings"] == len(ratings)
+
+        # Idempotent: the same snapshot and settings again publish nothing new.
+        code, output = run_nightly(cluster, snapshot, home)
+        assert code == 0 and "unchanged" in output, output
+        assert current(home) == "v2" and not (home / "models" / "v3").exists()
+        assert json.loads((home / "last-run.json").read_text())["status"] == "unchanged"
 
         code, output = run_nightly(cluster, snapshot, home, "--rank", "1", "--reg", "1000", "--damping", "1000")
         assert code == 3, output

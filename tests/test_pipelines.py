@@ -1,6 +1,7 @@
 """Pipeline scripts as subprocesses against the session cluster's scheduler."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -33,13 +34,13 @@ def ratings_dir(tmp_path_factory):
 def test_train_evaluate_recommend_chain(cluster, ratings_dir, tmp_path):
     scheduler = cluster.scheduler_address
     config = tmp_path / "train.toml"
-    config.write_text('rank = 3\nmax-iter = 4\nreg = 0.2\n')
+    config.write_text('rank = 3\nmax-iter = 4\nreg = 0.2\nsolver = "cholesky"\n')
     trained = run_pipeline("train.py", "--scheduler", scheduler, "--config", config, "--max-iter", 2,
                            "--ratings", ratings_dir, "--output", tmp_path / "model")
     assert trained.returncode == 0, trained.stderr
     assert f"scheduler {scheduler}" in trained.stdout
     model = dmf.ALS.load(tmp_path / "model")
-    assert (model.rank, model.max_iter, model.reg) == (3, 2, 0.2)  # config, then the flag overrides it
+    assert (model.rank, model.max_iter, model.reg, model.solver) == (3, 2, 0.2, "cholesky")  # config, then flags
     summary = json.loads((tmp_path / "model.summary.json").read_text())
     assert summary["rows"]["ratings"] == model.n_ratings_ and len(summary["history"]) == 2
     assert summary["versions"]["dmf"] == dmf.__version__
@@ -53,6 +54,7 @@ def test_train_evaluate_recommend_chain(cluster, ratings_dir, tmp_path):
     recommended = run_pipeline("recommend.py", "--scheduler", scheduler, "--model", tmp_path / "model",
                                "--exclude", ratings_dir, "--k", 3, "--output", tmp_path / "recs")
     assert recommended.returncode == 0, recommended.stderr
+    assert re.search(r"top-k: (\d+)/\1 tasks done", recommended.stderr), recommended.stderr  # progress, to the end
     recs = pd.read_parquet(tmp_path / "recs")
     assert set(recs["user"]) == set(model.user_ids_)
     assert recs.groupby("user").size().max() == 3

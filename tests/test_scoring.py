@@ -93,6 +93,9 @@ def test_metrics_from_predictions_refuse_missing_values(client, model, fitted):
     with_nan = predictions.compute().assign(prediction=lambda f: f["prediction"].where(f.index != 0))
     with pytest.raises(ValueError, match="1 test pairs have no prediction"):
         dmf.rmse(with_nan, fitted)
+    # a test pair absent from the predictions is not dropped silently either
+    with pytest.raises(ValueError, match="2 test pairs have no prediction"):
+        dmf.rmse(predictions.compute().iloc[2:], fitted)
 
 
 _LOAD_AND_SCORE = """
