@@ -19,10 +19,7 @@ import numpy as np
 from scipy.linalg import lapack, solve_triangular
 from scipy.optimize import nnls
 
-try:  # the compiled conjugate-gradient path; NumPy batches are the fallback
-    from dmf._compiled import cg_solve_rows, rating_scores
-except ImportError:  # pragma: no cover - numba is a dependency
-    cg_solve_rows = rating_scores = None
+from dmf._compiled import cg_solve_rows, rating_scores
 
 #: Padded row lengths: rows are batched with others of the same padded length. The ladder
 #: depends on a row's count only, so a row's arithmetic is the same in any block layout.
@@ -93,8 +90,10 @@ class SolveOptions:
         Per-coordinate penalty per rating and count-independent penalty.
     base_gram : ndarray (width, width) or None
         Added to every row's Gram matrix (implicit feedback: YᵀY of all other-side rows).
-    solver : {"cholesky", "cg"}
-        Exact Cholesky, or ``cg_steps`` conjugate-gradient steps from ``initial``.
+    solver : {"cholesky", "cg", "cg-numpy"}
+        Exact Cholesky, or ``cg_steps`` conjugate-gradient steps from ``initial``: compiled
+        (``"cg"``), or the same iteration in batched NumPy (``"cg-numpy"``, the reference the
+        tests hold the compiled solver to).
     nonnegative : bool
         Constrain the solution to be >= 0 (NNLS per row), except the last coordinate when
         ``free_last`` (a bias).
@@ -151,7 +150,7 @@ def solve_rows(
     """
     n_other, rank = other_factors.shape
     width = rank + int(append_ones)
-    if options.solver == "cg" and not options.nonnegative and cg_solve_rows is not None:
+    if options.solver == "cg" and not options.nonnegative:
         solution = np.zeros((block.n_rows, width)) if initial is None else initial.astype(np.float64)
         base_gram = np.zeros((0, 0)) if options.base_gram is None else np.ascontiguousarray(options.base_gram)
         cg_solve_rows(block.indptr, block.cols, np.ascontiguousarray(targets, dtype=np.float64),
@@ -208,7 +207,7 @@ def _solve_batch(block, design, targets, weights, rows, length, options, initial
     transposed = gathered.transpose(0, 2, 1)
     rhs = np.matmul(transposed, rhs_values[:, :, None])[:, :, 0]  # (m, width)
     penalty = counts[:, None] * options.reg[None, :] + options.damping[None, :]  # (m, width)
-    if options.solver == "cg" and not options.nonnegative:
+    if options.solver == "cg-numpy" and not options.nonnegative:
         start = np.zeros_like(rhs) if initial is None else initial
         return conjugate_gradient(gathered, row_weights, options.base_gram, penalty, rhs, start, options.cg_steps)
     weighted = gathered if row_weights is None else gathered * row_weights[:, :, None]
@@ -322,6 +321,4 @@ def predict_ratings(
 def block_scores(block: RatingBlock, row_factors: np.ndarray, col_factors: np.ndarray) -> np.ndarray:
     """Model score ``row · col`` (float64) of every rating of ``block``; ``row_factors`` are the
     block's own rows."""
-    if rating_scores is not None:
-        return rating_scores(block.indptr, block.cols, row_factors, col_factors)
-    return predict_ratings(row_factors, col_factors, block.row_of_rating(), block.cols)
+    return rating_scores(block.indptr, block.cols, row_factors, col_factors)
