@@ -272,3 +272,70 @@ def sort_into_rows(local_rows, cols, values, n_rows):  # pragma: no cover
         sorted_values[fill[row]] = values[position]
         fill[row] += 1
     return indptr, sorted_cols, sorted_values
+
+
+@njit(nogil=True, cache=True)
+def split_by_bounds(rows, cols, values, bounds):  # pragma: no cover
+    """Counting sort of ``(row, col, value)`` triples by the block of ``bounds`` their row falls in
+    (input order kept within a block). Returns (offsets int64 (n_blocks + 1,), local rows int32
+    (row − its block's first row), cols, values): block ``b`` is ``offsets[b]:offsets[b + 1]``.
+    Raises ``ValueError`` for a row outside ``bounds[0] .. bounds[-1] − 1``."""
+    n_blocks = len(bounds) - 1
+    n = len(rows)
+    block_of = np.empty(n, dtype=np.int32)
+    offsets = np.zeros(n_blocks + 1, dtype=np.int64)
+    for i in range(n):
+        row = rows[i]
+        if row < bounds[0] or row >= bounds[n_blocks]:
+            raise ValueError("a row index is outside the blocks' range")
+        b = np.searchsorted(bounds, row, side="right") - 1
+        block_of[i] = b
+        offsets[b + 1] += 1
+    for b in range(n_blocks):
+        offsets[b + 1] += offsets[b]
+    fill = offsets[:-1].copy()
+    local_rows = np.empty(n, dtype=np.int32)
+    out_cols = np.empty(n, dtype=cols.dtype)
+    out_values = np.empty(n, dtype=values.dtype)
+    for i in range(n):
+        b = block_of[i]
+        position = fill[b]
+        fill[b] += 1
+        local_rows[position] = rows[i] - bounds[b]
+        out_cols[position] = cols[i]
+        out_values[position] = values[i]
+    return offsets, local_rows, out_cols, out_values
+
+
+@njit(nogil=True, cache=True)
+def packed_sort_keys(local_rows, cols, col_bits, position_bits):  # pragma: no cover
+    """``row << (col_bits + position_bits) | col << position_bits | position`` (uint64) per triple:
+    sorting the keys sorts by (row, column, input position)."""
+    n = len(cols)
+    keys = np.empty(n, dtype=np.uint64)
+    col_shift = np.uint64(position_bits)
+    row_shift = np.uint64(col_bits + position_bits)
+    for i in range(n):
+        keys[i] = (np.uint64(local_rows[i]) << row_shift) | (np.uint64(cols[i]) << col_shift) | np.uint64(i)
+    return keys
+
+
+@njit(nogil=True, cache=True)
+def unpack_sorted_keys(keys, values, n_rows, col_bits, position_bits):  # pragma: no cover
+    """CSR arrays (indptr int64, cols int32, values) from sorted :func:`packed_sort_keys` keys."""
+    n = len(keys)
+    col_shift = np.uint64(position_bits)
+    row_shift = np.uint64(col_bits + position_bits)
+    col_mask = (np.uint64(1) << np.uint64(col_bits)) - np.uint64(1)
+    position_mask = (np.uint64(1) << col_shift) - np.uint64(1)
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    cols = np.empty(n, dtype=np.int32)
+    sorted_values = np.empty(n, dtype=values.dtype)
+    for i in range(n):
+        key = keys[i]
+        indptr[np.int64(key >> row_shift) + 1] += 1
+        cols[i] = np.int32((key >> col_shift) & col_mask)
+        sorted_values[i] = values[np.int64(key & position_mask)]
+    for row in range(n_rows):
+        indptr[row + 1] += indptr[row]
+    return indptr, cols, sorted_values

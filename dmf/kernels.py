@@ -189,11 +189,17 @@ def aligned_float32(array: np.ndarray) -> np.ndarray:
     when it is not one already)."""
     if array.dtype == np.float32 and array.flags.c_contiguous and array.ctypes.data % _ALIGNMENT == 0:
         return array
-    raw = np.empty(array.size * 4 + _ALIGNMENT, dtype=np.uint8)
-    offset = -raw.ctypes.data % _ALIGNMENT
-    out = raw[offset : offset + array.size * 4].view(np.float32).reshape(array.shape)
+    out = aligned_empty_float32(array.shape)
     out[...] = array
     return out
+
+
+def aligned_empty_float32(shape: tuple) -> np.ndarray:
+    """An uninitialized C-contiguous float32 array starting on a 64-byte boundary."""
+    size = int(np.prod(shape))
+    raw = np.empty(size * 4 + _ALIGNMENT, dtype=np.uint8)
+    offset = -raw.ctypes.data % _ALIGNMENT
+    return raw[offset : offset + size * 4].view(np.float32).reshape(shape)
 
 
 def _solve_batch(block, design, targets, weights, rows, length, options, initial) -> np.ndarray:

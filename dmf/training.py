@@ -1,9 +1,16 @@
 """Blocked ALS training loop on Dask: the functional core behind :class:`dmf.ALS`.
 
 One epoch = two half-steps. The user half-step solves every user block against the item
-factor table, which is a single graph key that each worker fetches once; the item half-step
-does the same the other way round. Each epoch persists the two new tables, waits, and drops
-the previous ones, so the graph never grows: 2·n_blocks + 4 tasks per epoch.
+factors; the item half-step does the same the other way round. A half-step's result is one
+:class:`FactorTable` per block, left on the worker that solved it: every task of the next
+half-step depends on all of them (each worker fetches each remote block table once and joins
+them), and the block's own table of the last epoch (the conjugate-gradient start) stays
+local. Per epoch: 2·n_blocks solves and 2·n_blocks tiny summaries, nothing else.
+
+Epochs are submitted one ahead of the one being waited for, so the workers never idle
+while the client reads an epoch's summary; the client drops every table it no longer needs,
+so the graph never grows. Every ``checkpoint_every`` epochs the tables are copied to the
+client: a lost worker costs at most that many epochs, redone from the copy.
 """
 
 from __future__ import annotations
@@ -20,9 +27,9 @@ import pandas as pd
 
 from dmf import _dask
 from dmf._random import entity_normals
-from dmf.blocks import build_blocks
-from dmf.columns import ITEM, ITEM_INDEX, RATING, USER, USER_INDEX
-from dmf.kernels import RatingBlock, SolveOptions, solve_rows
+from dmf.blocks import build_rating_blocks
+from dmf.columns import ITEM, RATING, USER
+from dmf.kernels import RatingBlock, SolveOptions, aligned_empty_float32, aligned_float32, solve_rows
 from dmf.vocabulary import IdVocabulary
 
 logger = logging.getLogger(__name__)
@@ -75,7 +82,7 @@ class FactorTable:
     ``loss`` and ``count`` cover the ratings of these rows under the factors that produced
     them (explicit: squared error; implicit: the observed part of the weighted loss);
     ``n_nonfinite`` counts NaN/inf entries; ``gram`` is ``factorsᵀ·factors`` (float64) when
-    the objective needs it.
+    the objective needs it; ``start`` is the global index of the first row.
     """
 
     factors: np.ndarray
@@ -84,6 +91,7 @@ class FactorTable:
     count: int = 0
     n_nonfinite: int = 0
     gram: np.ndarray | None = None
+    start: int = 0
 
 
 @dataclass
@@ -116,14 +124,17 @@ def solve_block(
 ) -> FactorTable:
     """Solve one block's rows against the other side's fixed table.
 
-    ``previous`` is this side's table of the last epoch (the conjugate-gradient start), or
-    None. ``with_loss`` also computes the training loss of the block's ratings.
+    ``previous`` is a table of this side from the last epoch that covers the block's rows
+    (the conjugate-gradient start), or None. ``with_loss`` also computes the training loss
+    of the block's ratings. The result covers the block's rows, with its Gram matrix when
+    the objective is implicit.
     """
     rank = objective.rank
     values = block.values.astype(np.float64)
     initial = None
     if previous is not None:
-        initial = previous.factors[block.start : block.start + block.n_rows]
+        first = block.start - previous.start
+        initial = previous.factors[first : first + block.n_rows]
     # Scores of the block's ratings under the new rows, filled by the solver (loss only).
     scores = np.empty(block.nnz) if with_loss else None
     if objective.implicit:
@@ -141,7 +152,7 @@ def solve_block(
         other_bias = other.biases[block.cols].astype(np.float64) if objective.use_biases else 0.0
         targets = values - global_mean - other_bias if objective.use_biases else values
         if initial is not None and objective.use_biases:
-            initial = np.hstack([initial, previous.biases[block.start : block.start + block.n_rows, None]])
+            initial = np.hstack([initial, previous.biases[first : first + block.n_rows, None]])
         solution = solve_rows(block, other.factors, targets, objective.solve_options(None),
                               append_ones=objective.use_biases, initial=initial, scores=scores)
         factors = solution[:, :rank].astype(np.float32)
@@ -149,63 +160,71 @@ def solve_block(
         # targets − scores = rating − (μ + b_other + b_row + p·q): the training error
         loss = float(np.sum((targets - scores) ** 2)) if with_loss else 0.0
     nonfinite = int((~np.isfinite(factors)).sum()) + (int((~np.isfinite(biases)).sum()) if biases is not None else 0)
-    return FactorTable(factors, biases, loss, len(values), nonfinite)
+    return FactorTable(factors, biases, loss, len(values), nonfinite, gram_of(factors) if objective.implicit else None,
+                       block.start)
 
 
-def solve_user_block(*args) -> FactorTable:
-    """User half-step on one block (named for the dashboard)."""
-    return solve_block(*args)
+def solve_user_block(block, other_tables, previous, global_mean, objective, with_loss) -> FactorTable:
+    """User half-step on one block against the item tables (named for the dashboard)."""
+    return solve_block(block, join_tables(other_tables), previous, global_mean, objective, with_loss)
 
 
-def solve_item_block(*args) -> FactorTable:
-    """Item half-step on one block (named for the dashboard)."""
-    return solve_block(*args)
+def solve_item_block(block, other_tables, previous, global_mean, objective, with_loss) -> FactorTable:
+    """Item half-step on one block against the user tables (named for the dashboard)."""
+    return solve_block(block, join_tables(other_tables), previous, global_mean, objective, with_loss)
 
 
-def assemble_factor_table(tables: list[FactorTable], with_gram: bool = False) -> FactorTable:
-    """Concatenate block tables in block order into the side's full table (with its Gram
-    matrix, computed once here and shared by every row of the next half-step)."""
-    factors = np.concatenate([t.factors for t in tables])
+def gram_of(factors: np.ndarray) -> np.ndarray:
+    """``factorsᵀ·factors`` in float64."""
+    as_float64 = factors.astype(np.float64)
+    return as_float64.T @ as_float64
+
+
+def join_tables(tables: list[FactorTable]) -> FactorTable:
+    """The block tables of one side, in block order, as one table: factors in a 64-byte aligned
+    buffer (what the compiled solver gathers from), Gram matrices summed, losses and counts
+    added."""
+    if len(tables) == 1:
+        factors = aligned_float32(tables[0].factors)
+    else:
+        factors = aligned_empty_float32((sum(len(t.factors) for t in tables), tables[0].factors.shape[1]))
+        np.concatenate([t.factors for t in tables], out=factors)
     biases = None if tables[0].biases is None else np.concatenate([t.biases for t in tables])
-    gram = None
-    if with_gram:
-        as_float64 = factors.astype(np.float64)
-        gram = as_float64.T @ as_float64
-    return FactorTable(
-        factors, biases, sum(t.loss for t in tables), sum(t.count for t in tables),
-        sum(t.n_nonfinite for t in tables), gram,
-    )
+    grams = [t.gram for t in tables]
+    gram = None if any(g is None for g in grams) else sum(grams[1:], grams[0].copy())
+    return FactorTable(factors, biases, sum(t.loss for t in tables), sum(t.count for t in tables),
+                       sum(t.n_nonfinite for t in tables), gram, tables[0].start)
 
 
 def table_summary(table: FactorTable) -> tuple[float, int, int, np.ndarray | None]:
+    """What the client needs of a block table each epoch: (loss, count, non-finite count, Gram)."""
     return table.loss, table.count, table.n_nonfinite, table.gram
 
 
-def block_rating_stats(block: RatingBlock) -> tuple[float, int, float, float]:
-    """(sum, count, min, max) of a block's ratings."""
-    if block.nnz == 0:
-        return 0.0, 0, np.inf, -np.inf
-    values = block.values.astype(np.float64)
-    return float(values.sum()), block.nnz, float(values.min()), float(values.max())
+def partition_ids_and_stats(part: pd.DataFrame) -> tuple:
+    """A partition's distinct user ids, distinct item ids and ratings' (sum, count, min, max)."""
+    values = part[RATING].to_numpy(dtype=np.float64)
+    stats = (float(values.sum()), len(values), float(values.min()), float(values.max())) if len(values) else (0.0, 0, np.inf, -np.inf)
+    return pd.unique(part[USER].to_numpy()), pd.unique(part[ITEM].to_numpy()), stats
 
 
-def index_ratings(ratings: dd.DataFrame, user_ids, item_ids) -> dd.DataFrame:
-    """Replace ids by vocabulary indices (-1 when unknown); keeps the rating column."""
-    meta = pd.DataFrame(
-        {USER_INDEX: pd.Series([], dtype="int64"), ITEM_INDEX: pd.Series([], dtype="int64"),
-         RATING: pd.Series([], dtype="float32")}
-    )
-    return ratings.map_partitions(_index_partition, user_ids, item_ids, meta=meta)
+def merge_ids_and_stats(parts: list) -> tuple:
+    """Merge :func:`partition_ids_and_stats` results (of partitions, or of earlier merges)."""
+    users = pd.unique(np.concatenate([p[0] for p in parts]))
+    items = pd.unique(np.concatenate([p[1] for p in parts]))
+    stats = [p[2] for p in parts]
+    return users, items, (sum(s[0] for s in stats), sum(s[1] for s in stats), min(s[2] for s in stats),
+                          max(s[3] for s in stats))
 
 
-def _index_partition(part: pd.DataFrame, user_ids: IdVocabulary, item_ids: IdVocabulary) -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            USER_INDEX: user_ids.index_of(part[USER]),
-            ITEM_INDEX: item_ids.index_of(part[ITEM]),
-            RATING: part[RATING].to_numpy(dtype=np.float32),
-        }
-    )
+def ids_and_stats(ratings: dd.DataFrame, fan_in: int = 16):
+    """Delayed (user ids, item ids, (sum, count, min, max)) of ``ratings``: one task per
+    partition, merged in a tree of ``fan_in``."""
+    level = [dask.delayed(partition_ids_and_stats, pure=True)(part) for part in ratings.to_delayed()]
+    merge = dask.delayed(merge_ids_and_stats, pure=True)
+    while len(level) > 1:
+        level = [merge(level[i : i + fan_in]) for i in range(0, len(level), fan_in)]
+    return level[0] if len(level) == 1 else merge([])
 
 
 def fit_als(
@@ -218,15 +237,18 @@ def fit_als(
     client=None,
     warm_start: TrainingResult | None = None,
     max_recoveries: int = 3,
+    checkpoint_every: int = 5,
 ) -> TrainingResult:
     """Factor ``ratings`` (canonical columns, validated) with blocked ALS.
 
     ``warm_start`` seeds the factors (and biases) of users and items it knows; others start
-    from the seed as usual. When a worker dies and takes data with it, the epoch is redone
-    from the last epoch's factors (kept on the client, like Spark's checkpoints) on rebuilt
-    blocks, at most ``max_recoveries`` times; the result is the same as without the failure.
+    from the seed as usual. When a worker dies and takes data with it, training resumes
+    from the last checkpoint (the factors copied to the client every ``checkpoint_every``
+    epochs, like Spark's checkpoints) on rebuilt blocks, at most ``max_recoveries`` times;
+    the result is the same as without the failure.
     """
-    trainer = BlockedALSTrainer(ratings, objective, seed=seed, n_blocks=n_blocks, client=client, warm_start=warm_start)
+    trainer = BlockedALSTrainer(ratings, objective, seed=seed, n_blocks=n_blocks, client=client, warm_start=warm_start,
+                                max_iter=max_iter, checkpoint_every=checkpoint_every)
     recoveries = 0
     while trainer.epoch < max_iter:
         try:
@@ -237,52 +259,66 @@ def fit_als(
                 raise
             logger.warning(
                 "epoch %d lost data on a failed worker (%s: %s); rebuilding blocks, resuming from epoch %d",
-                trainer.epoch + 1, type(failure).__name__, failure, trainer.epoch,
+                trainer.epoch + 1, type(failure).__name__, failure, trainer.checkpoint["epoch"],
             )
             trainer.recover()
     return trainer.result()
 
 
+@dataclass
+class _Epoch:
+    """A submitted epoch: its block tables and block summaries (futures on a cluster, values
+    without one)."""
+
+    number: int
+    users: list
+    items: list
+    summaries: list
+
+
 class BlockedALSTrainer:
-    """The ALS training state on a cluster; :meth:`train_epoch` runs one epoch."""
+    """The ALS training state on a cluster; :meth:`train_epoch` completes one epoch.
+
+    ``max_iter`` bounds how far ahead epochs are submitted.
+    """
 
     def __init__(self, ratings: dd.DataFrame, objective: Objective, *, seed: int, n_blocks: int | None,
-                 client=None, warm_start: TrainingResult | None = None):
+                 client=None, warm_start: TrainingResult | None = None, max_iter: int | None = None,
+                 checkpoint_every: int = 5):
         self.client = _dask.resolve_client(client)
         self.objective = objective
         self.n_blocks = n_blocks or 2 * _dask.total_threads(self.client)
+        self.max_iter = max_iter
+        self.checkpoint_every = max(1, checkpoint_every)
         self.ratings = ratings
-        user_unique, item_unique = _dask.compute(
-            # a tree reduction (split_out=1): 3x faster than the default shuffle on 18 M ratings
-            [ratings[USER].drop_duplicates(split_out=1), ratings[ITEM].drop_duplicates(split_out=1)], self.client
-        )
-        self.user_ids = IdVocabulary(user_unique.to_numpy())
-        self.item_ids = IdVocabulary(item_unique.to_numpy())
+        # one pass over the ratings for the vocabularies and the rating statistics
+        ((user_unique, item_unique, (total, count, low, high)),) = _dask.compute([ids_and_stats(ratings)], self.client)
+        self.user_ids = IdVocabulary(user_unique)
+        self.item_ids = IdVocabulary(item_unique)
+        self.n_ratings = count
+        self.global_mean = total / count
+        self.rating_range = (low, high)
         self._build_blocks()
-        stats = _dask.compute([dask.delayed(block_rating_stats)(b) for b in self.user_blocks], self.client)
-        self.n_ratings = sum(s[1] for s in stats)
-        self.global_mean = sum(s[0] for s in stats) / self.n_ratings
-        self.rating_range = (min(s[2] for s in stats), max(s[3] for s in stats))
         # Conjugate gradient starts from the previous epoch's rows of the side it solves.
         self.keeps_users = objective.solver == "cg"
         users = _initial_table(self.user_ids, objective, seed, USER_STREAM, warm_start and warm_start.user_ids,
                                warm_start and warm_start.users)
         items = _initial_table(self.item_ids, objective, seed, ITEM_STREAM, warm_start and warm_start.item_ids,
                                warm_start and warm_start.items)
-        self.checkpoint = {"users": users if self.keeps_users else None, "items": items}
+        if objective.implicit:
+            items.gram = gram_of(items.factors)
+        self.checkpoint = {"epoch": 0, "users": users, "items": items, "history": []}
         self._restore_checkpoint()
-        self.epoch = 0
-        self.history: list[dict] = []
 
     def _build_blocks(self) -> None:
-        """Partition the ratings into user and item blocks and persist them on the workers."""
+        """Partition the ratings into user and item blocks and keep them on the workers."""
         started = time.perf_counter()
-        indexed = index_ratings(
-            self.ratings, _dask.broadcast(self.user_ids, self.client), _dask.broadcast(self.item_ids, self.client)
+        user_blocks, item_blocks = build_rating_blocks(
+            self.ratings, _dask.broadcast(self.user_ids, self.client), _dask.broadcast(self.item_ids, self.client),
+            len(self.user_ids), len(self.item_ids), self.n_blocks,
         )
-        user_blocks = build_blocks(indexed, USER_INDEX, ITEM_INDEX, RATING, len(self.user_ids), self.n_blocks, "user")
-        item_blocks = build_blocks(indexed, ITEM_INDEX, USER_INDEX, RATING, len(self.item_ids), self.n_blocks, "item")
-        blocks = _dask.persist(user_blocks + item_blocks, self.client)
+        blocks = self._submit(user_blocks + item_blocks)
+        _dask.wait_for(blocks, self.client)
         self.user_blocks, self.item_blocks = blocks[: len(user_blocks)], blocks[len(user_blocks) :]
         logger.info(
             "blocked ratings of %d users x %d items into %d user and %d item blocks in %.1f s",
@@ -290,72 +326,120 @@ class BlockedALSTrainer:
             time.perf_counter() - started,
         )
 
-    def _restore_checkpoint(self) -> None:
-        items = self.checkpoint["items"]
-        if self.objective.implicit and items.gram is None:
-            items = assemble_factor_table([items], with_gram=True)
-        self.item_table = _dask.broadcast(items, self.client)
-        users = self.checkpoint["users"]
-        self.user_table = None if users is None else _dask.broadcast(users, self.client)
+    def _submit(self, delayed_objects: list) -> list:
+        """Futures of ``delayed_objects`` on a cluster (not waited for); their values without one."""
+        if self.client is not None:
+            return self.client.compute(delayed_objects)
+        return list(dask.compute(*delayed_objects))
 
-    def train_epoch(self) -> dict:
-        """Solve all users, then all items; returns and logs the epoch's record."""
-        started = time.perf_counter()
-        epoch = self.epoch + 1
-        objective, implicit = self.objective, self.objective.implicit
+    def _restore_checkpoint(self) -> None:
+        """Continue from the checkpoint: its tables as the latest (one table per side)."""
+        self.epoch = self.checkpoint["epoch"]
+        self.history = list(self.checkpoint["history"])
+        users = self.checkpoint["users"]
+        self._latest_users = [_dask.broadcast(users, self.client)] if users is not None else None
+        self._latest_items = [_dask.broadcast(self.checkpoint["items"], self.client)]
+        self._pending: list[_Epoch] = []
+        self._last_done = time.perf_counter()
+
+    def _submit_epoch(self) -> None:
+        """Submit the epoch after the last submitted one: user solves, item solves, summaries."""
+        number = (self._pending[-1].number if self._pending else self.epoch) + 1
+        objective, mean = self.objective, self.global_mean
         solve_users = dask.delayed(solve_user_block, pure=False)
         solve_items = dask.delayed(solve_item_block, pure=False)
-        assemble = dask.delayed(assemble_factor_table, pure=False)
-        summarize = dask.delayed(table_summary, pure=True)
-        previous_users = self.user_table if self.keeps_users else None
-        previous_items = self.item_table if self.keeps_users else None
-        # The previous tables stay referenced until the new ones are in memory: the cluster
-        # releases a key as soon as the client drops its last reference.
-        new_users = assemble(
-            [solve_users(b, self.item_table, previous_users, self.global_mean, objective, False)
-             for b in self.user_blocks],
-            implicit,
-        )
-        new_items = assemble(
-            [solve_items(b, new_users, previous_items, self.global_mean, objective) for b in self.item_blocks],
-            implicit,
-        )
-        user_table, item_table = _dask.persist([new_users, new_items], self.client)
-        wanted = [summarize(user_table), summarize(item_table), item_table]
-        if self.keeps_users:
-            wanted.append(user_table)
-        user_summary, item_summary, *checkpoint = _dask.compute(wanted, self.client)
+        summarize = dask.delayed(table_summary, pure=False)
+        previous_users = self._latest_users if self.keeps_users else None
+        previous_items = self._latest_items if self.keeps_users else None
+        users = [solve_users(block, self._latest_items, _covering(previous_users, b), mean, objective, False)
+                 for b, block in enumerate(self.user_blocks)]
+        items = [solve_items(block, users, _covering(previous_items, b), mean, objective, True)
+                 for b, block in enumerate(self.item_blocks)]
+        results = self._submit(users + items + [summarize(table) for table in users + items])
+        n_users, n_items = len(users), len(items)
+        epoch = _Epoch(number, results[:n_users], results[n_users : n_users + n_items], results[n_users + n_items :])
+        self._pending.append(epoch)
+        self._latest_users, self._latest_items = epoch.users, epoch.items
+
+    def train_epoch(self) -> dict:
+        """Complete the next epoch (submitting it, and the one after, if not yet submitted);
+        returns and logs the epoch's record."""
+        if not self._pending:
+            self._submit_epoch()
+        if self.client is not None and (self.max_iter is None or self._pending[-1].number < self.max_iter):
+            self._submit_epoch()  # one ahead: the workers go on while the client reads this epoch
+        epoch = self._pending.pop(0)
+        summaries = self.client.gather(epoch.summaries) if self.client is not None else epoch.summaries
+        epoch.summaries = []  # released: only the tables of the last epoch done are kept
+        n_users = len(epoch.users)
+        user_summary, item_summary = _add_summaries(summaries[:n_users]), _add_summaries(summaries[n_users:])
         for side, summary in (("user", user_summary), ("item", item_summary)):
             if summary[2]:
+                self._pending.clear()
                 raise FloatingPointError(
-                    f"ALS diverged: {summary[2]} non-finite {side} factors in iteration {epoch}; "
+                    f"ALS diverged: {summary[2]} non-finite {side} factors in iteration {epoch.number}; "
                     "increase reg or check the ratings for extreme values"
                 )
-        self.user_table, self.item_table, self.epoch = user_table, item_table, epoch
-        self.checkpoint = {"items": checkpoint[0], "users": checkpoint[1] if self.keeps_users else None}
         loss, count = item_summary[0], item_summary[1]
-        if implicit:
+        if self.objective.implicit:
             name, value = "train_loss", (loss + float(np.sum(user_summary[3] * item_summary[3]))) / count
         else:
             name, value = "train_rmse", math.sqrt(loss / count)
-        record = {"epoch": epoch, name: value, "seconds": time.perf_counter() - started}
+        now = time.perf_counter()
+        record = {"epoch": epoch.number, name: value, "seconds": now - self._last_done}
+        self._last_done = now
+        self.epoch = epoch.number
         self.history.append(record)
-        logger.info("epoch %d %s=%.5f seconds=%.2f", epoch, name, value, record["seconds"])
+        self._done = epoch
+        if self.epoch % self.checkpoint_every == 0 or self.epoch == self.max_iter:
+            self._save_checkpoint(epoch)
+        logger.info("epoch %d %s=%.5f seconds=%.2f", epoch.number, name, value, record["seconds"])
         return record
+
+    def _save_checkpoint(self, epoch: _Epoch) -> None:
+        """Copy the epoch's tables to the client (joined per side)."""
+        tables = self.client.gather(epoch.users + epoch.items) if self.client is not None else epoch.users + epoch.items
+        n_users = len(epoch.users)
+        self.checkpoint = {
+            "epoch": epoch.number,
+            "users": _joined_copy(tables[:n_users]),
+            "items": _joined_copy(tables[n_users:]),
+            "history": list(self.history),
+        }
 
     def recover(self) -> None:
         """Rebuild lost state after a worker failure: blocks from the source, factors from the checkpoint."""
+        self._pending.clear()
         self._build_blocks()
         self._restore_checkpoint()
 
     def result(self) -> TrainingResult:
-        users = self.checkpoint["users"]
-        if users is None:
-            (users,) = _dask.compute([self.user_table], self.client)
+        if self.checkpoint["epoch"] != self.epoch:
+            self._save_checkpoint(self._done)
         return TrainingResult(
-            self.user_ids, self.item_ids, users, self.checkpoint["items"], self.global_mean, self.n_ratings,
-            len(self.user_blocks), self.rating_range, self.history,
+            self.user_ids, self.item_ids, self.checkpoint["users"], self.checkpoint["items"], self.global_mean,
+            self.n_ratings, len(self.user_blocks), self.rating_range, self.history,
         )
+
+
+def _covering(tables: list | None, block: int):
+    """The table of ``tables`` (one per block, or one for all) that covers block ``block``."""
+    if tables is None:
+        return None
+    return tables[block] if len(tables) > 1 else tables[0]
+
+
+def _add_summaries(summaries: list) -> tuple[float, int, int, np.ndarray | None]:
+    grams = [s[3] for s in summaries]
+    gram = None if any(g is None for g in grams) else sum(grams[1:], grams[0].copy())
+    return sum(s[0] for s in summaries), sum(s[1] for s in summaries), sum(s[2] for s in summaries), gram
+
+
+def _joined_copy(tables: list[FactorTable]) -> FactorTable:
+    """One side's block tables as a plain table on the client (factors not aliased to any block)."""
+    joined = join_tables(tables)
+    return FactorTable(np.array(joined.factors), joined.biases, joined.loss, joined.count, joined.n_nonfinite,
+                       joined.gram)
 
 
 def _initial_table(ids: IdVocabulary, objective: Objective, seed: int, stream: int,

@@ -7,6 +7,12 @@ import hashlib
 import numpy as np
 import pandas as pd
 
+#: Integer ids are looked up in a dense table (``table[id] = index``) when the largest id is
+#: below this many times the vocabulary size (plus ``_DENSE_SLACK``): no hash table to build
+#: per vocabulary object (0.36 s for ml-20m's users) and 0.03 s per 18 M lookups.
+_DENSE_FACTOR = 4
+_DENSE_SLACK = 1 << 16
+
 
 class IdVocabulary:
     """Sorted, unique external ids; an id's index is its position.
@@ -26,10 +32,35 @@ class IdVocabulary:
 
     def index_of(self, ids) -> np.ndarray:
         """Indices (int64) of ``ids``; -1 for ids not in the vocabulary."""
+        array = np.asarray(ids)
+        if array.dtype.kind in "iu" and array.ndim == 1:
+            table = self._dense_table()
+            if table is not None:
+                # negative ids become huge as uint64 and, like ids past the largest, land on
+                # the table's last entry, -1
+                positions = np.minimum(array.astype(np.int64, copy=False).view(np.uint64), np.uint64(len(table) - 1))
+                return table.take(positions.view(np.int64))
         values = pd.Index(ids)
         if len(self.ids) and _kind(values) != _kind(self.ids) and len(values):
             return np.full(len(values), -1, dtype=np.int64)
         return self.ids.get_indexer(values).astype(np.int64, copy=False)
+
+    def _dense_table(self) -> np.ndarray | None:
+        """``table[id]`` = index for every id, -1 elsewhere (the last entry, one past the largest
+        id, included); None unless the ids are integers from 0 to a bound proportional to the
+        vocabulary size. Built once per vocabulary object (per worker, when broadcast)."""
+        if "_table" not in self.__dict__:
+            self._table = None
+            ids = self.ids
+            if len(ids) and _kind(ids) == "integer" and ids.min() >= 0 and ids.max() < _DENSE_FACTOR * len(ids) + _DENSE_SLACK:
+                table = np.full(int(ids.max()) + 2, -1, dtype=np.int64)
+                table[ids.to_numpy(dtype=np.int64)] = np.arange(len(ids), dtype=np.int64)
+                self._table = table
+        return self._table
+
+    def __getstate__(self) -> dict:
+        # the dense table is rebuilt where it is used, not shipped
+        return {"ids": self.ids}
 
     def id_hashes(self) -> np.ndarray:
         """A stable 64-bit hash per id (uint64), independent of the vocabulary's other ids."""

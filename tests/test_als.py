@@ -125,15 +125,19 @@ def test_warm_start_continues_from_the_given_model(client):
 
 
 def test_graph_does_not_grow_with_epochs(client):
-    """After each epoch the scheduler holds the same number of tasks: old factors are released."""
+    """The scheduler holds a bounded number of tasks whatever the number of epochs: old factor
+    tables and summaries are released."""
     from dmf.training import BlockedALSTrainer, Objective
 
     ratings = dd.from_pandas(random_ratings(80, 60, 0.2, seed=9), npartitions=3)
-    trainer = BlockedALSTrainer(ratings, Objective(rank=3, reg=0.1, solver="cg"), seed=0, n_blocks=3, client=client)
+    n_blocks = 3
+    trainer = BlockedALSTrainer(ratings, Objective(rank=3, reg=0.1, solver="cg"), seed=0, n_blocks=n_blocks,
+                                client=client)
     held = []
-    for _ in range(4):
+    for _ in range(12):
         trainer.train_epoch()
         held.append(client.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.tasks)))
-    assert held[1] == held[2] == held[3], held
-    # blocks, the two factor tables and the previous users; no per-epoch leftovers
-    assert held[-1] <= 6 * 3 + 10, held
+    # the blocks (2n), and per epoch 2n solves and 2n summaries: the epoch done, the one
+    # submitted ahead, and at most one more whose release is still on its way
+    assert max(held) <= 2 * n_blocks + 3 * 4 * n_blocks, held
+    assert max(held[6:]) <= max(held[:6]), held

@@ -154,7 +154,7 @@ def test_killed_nightly_while_publishing_keeps_the_previous_version(tmp_path):
     ratings = random_ratings(2000, 800, 0.05, seed=43)
     snapshot = snapshot_with(tmp_path / "snapshot", ratings, "part-0.parquet")
     home = tmp_path / "home"
-    slow = ["--max-iter", "20"]  # long enough for a second run to start while this one works
+    slow = ["--max-iter", "100"]  # long enough (~4 s of fitting) for a second run to start while this one works
     with SubprocessCluster(n_workers=2) as cluster:
         code, output = run_nightly(cluster, snapshot, home)
         assert code == 0, output
