@@ -12,6 +12,8 @@ lookup, user pieces, item pieces), so the ratings are read once to build both bl
 
 from __future__ import annotations
 
+import contextlib
+
 import dask
 import dask.dataframe as dd
 import numpy as np
@@ -127,22 +129,27 @@ def build_blocks(
     return _assemble_blocks(pieces, 0, bounds, row_side, duplicates)
 
 
-def build_rating_blocks(ratings: dd.DataFrame, user_ids, item_ids, n_users: int, n_items: int, n_blocks: int) -> tuple:
+def build_rating_blocks(ratings: dd.DataFrame, user_ids, item_ids, n_users: int, n_items: int, n_blocks: int,
+                        placement=None) -> tuple:
     """Delayed user blocks and item blocks of ``ratings`` (id columns), from one split task
-    per partition: ``user_ids``/``item_ids`` are vocabularies (or keys of them)."""
+    per partition: ``user_ids``/``item_ids`` are vocabularies (or keys of them).
+    ``placement(b)``, when given, is a context (e.g. a ``dask.annotate``) for block ``b``'s assembly."""
     user_bounds, item_bounds = block_bounds(n_users, n_blocks), block_bounds(n_items, n_blocks)
     n_user_blocks, n_item_blocks = len(user_bounds) - 1, len(item_bounds) - 1
     split = dask.delayed(index_and_split, nout=n_user_blocks + n_item_blocks, pure=True)
     pieces = [split(part, user_ids, item_ids, user_bounds, item_bounds) for part in ratings.to_delayed()]
-    user_blocks = _assemble_blocks(pieces, 0, user_bounds, "user", "error")
-    item_blocks = _assemble_blocks(pieces, n_user_blocks, item_bounds, "item", "error")
+    user_blocks = _assemble_blocks(pieces, 0, user_bounds, "user", "error", placement)
+    item_blocks = _assemble_blocks(pieces, n_user_blocks, item_bounds, "item", "error", placement)
     return user_blocks, item_blocks
 
 
-def _assemble_blocks(pieces: list, first: int, bounds: np.ndarray, row_side: str, duplicates: str) -> list:
+def _assemble_blocks(pieces: list, first: int, bounds: np.ndarray, row_side: str, duplicates: str,
+                     placement=None) -> list:
     """One assembly task per block of ``bounds``, from outputs ``first + b`` of the split tasks."""
     assemble = dask.delayed(assemble_block, pure=True)
-    return [
-        assemble([piece[first + b] for piece in pieces], int(bounds[b]), int(bounds[b + 1]), row_side, duplicates)
-        for b in range(len(bounds) - 1)
-    ]
+    blocks = []
+    for b in range(len(bounds) - 1):
+        with placement(b) if placement is not None else contextlib.nullcontext():
+            blocks.append(assemble([piece[first + b] for piece in pieces], int(bounds[b]), int(bounds[b + 1]),
+                                   row_side, duplicates))
+    return blocks

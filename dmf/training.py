@@ -15,6 +15,7 @@ client: a lost worker costs at most that many epochs, redone from the copy.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -27,7 +28,7 @@ import pandas as pd
 
 from dmf import _dask
 from dmf._random import entity_normals
-from dmf.blocks import build_rating_blocks
+from dmf.blocks import block_bounds, build_rating_blocks
 from dmf.columns import ITEM, RATING, USER
 from dmf.kernels import RatingBlock, SolveOptions, aligned_empty_float32, aligned_float32, solve_rows
 from dmf.vocabulary import IdVocabulary
@@ -298,33 +299,65 @@ class BlockedALSTrainer:
         self.n_ratings = count
         self.global_mean = total / count
         self.rating_range = (low, high)
+        self.seed = seed
+        self.workers = sorted(self.client.scheduler_info()["workers"]) if self.client is not None else []
         self._build_blocks()
         # Conjugate gradient starts from the previous epoch's rows of the side it solves.
         self.keeps_users = objective.solver == "cg"
-        users = _initial_table(self.user_ids, objective, seed, USER_STREAM, warm_start and warm_start.user_ids,
-                               warm_start and warm_start.users)
-        items = _initial_table(self.item_ids, objective, seed, ITEM_STREAM, warm_start and warm_start.item_ids,
-                               warm_start and warm_start.items)
-        if objective.implicit:
-            items.gram = gram_of(items.factors)
-        self.checkpoint = {"epoch": 0, "users": users, "items": items, "history": []}
+        self._warm = {
+            "users": _warm_rows(self.user_ids, warm_start and warm_start.user_ids, warm_start and warm_start.users,
+                                objective.rank),
+            "items": _warm_rows(self.item_ids, warm_start and warm_start.item_ids, warm_start and warm_start.items,
+                                objective.rank),
+        }
+        self._warm_tables = {"users": warm_start and warm_start.users, "items": warm_start and warm_start.items}
+        # epoch 0: the initial tables, recomputed from the seed (and warm start) when needed
+        self.checkpoint = {"epoch": 0, "users": None, "items": None, "history": []}
         self._restore_checkpoint()
 
     def _build_blocks(self) -> None:
-        """Partition the ratings into user and item blocks and keep them on the workers."""
-        started = time.perf_counter()
+        """Submit the partition of the ratings into user and item blocks, kept on the workers
+        (block ``b`` of either side on worker ``b mod n_workers``). Not waited for: the first
+        epoch is submitted behind it."""
         user_blocks, item_blocks = build_rating_blocks(
             self.ratings, _dask.broadcast(self.user_ids, self.client), _dask.broadcast(self.item_ids, self.client),
-            len(self.user_ids), len(self.item_ids), self.n_blocks,
+            len(self.user_ids), len(self.item_ids), self.n_blocks, placement=self._on_worker,
         )
         blocks = self._submit(user_blocks + item_blocks)
-        _dask.wait_for(blocks, self.client)
         self.user_blocks, self.item_blocks = blocks[: len(user_blocks)], blocks[len(user_blocks) :]
         logger.info(
-            "blocked ratings of %d users x %d items into %d user and %d item blocks in %.1f s",
-            len(self.user_ids), len(self.item_ids), len(self.user_blocks), len(self.item_blocks),
-            time.perf_counter() - started,
+            "blocking %d ratings of %d users x %d items into %d user and %d item blocks",
+            self.n_ratings, len(self.user_ids), len(self.item_ids), len(self.user_blocks), len(self.item_blocks),
         )
+
+    def _on_worker(self, block: int | None):
+        """Annotation context: tasks built inside prefer worker ``block mod n_workers`` (soft: others
+        may take them when that worker is gone); no preference for None or without a cluster."""
+        if block is None or not self.workers:
+            return contextlib.nullcontext()
+        return dask.annotate(workers=[self.workers[block % len(self.workers)]], allow_other_workers=True)
+
+    def _initial_tables(self, side: str) -> list:
+        """Submitted initial tables of ``side``, one per block, each computed where its block lives."""
+        ids, stream = (self.user_ids, USER_STREAM) if side == "users" else (self.item_ids, ITEM_STREAM)
+        hashes = ids.id_hashes()
+        bounds = block_bounds(len(ids), self.n_blocks)
+        warm, known_table = self._warm[side], self._warm_tables[side]
+        initial = dask.delayed(initial_block_table, pure=True)
+        # A scattered root: the scheduler forgets released tasks once their scattered roots
+        # are gone (it cannot recompute them), so the lineage of the epochs does not pile up.
+        root = _dask.broadcast(stream, self.client)
+        tables = []
+        for b in range(len(bounds) - 1):
+            lo, hi = int(bounds[b]), int(bounds[b + 1])
+            known = None
+            if warm is not None:
+                found, position = warm[0][lo:hi], warm[1][lo:hi][warm[0][lo:hi]]
+                known = (np.flatnonzero(found), known_table.factors[position],
+                         None if known_table.biases is None else known_table.biases[position])
+            with self._on_worker(b):
+                tables.append(initial(hashes[lo:hi], lo, self.objective, self.seed, root, known))
+        return self._submit(tables)
 
     def _submit(self, delayed_objects: list) -> list:
         """Futures of ``delayed_objects`` on a cluster (not waited for); their values without one."""
@@ -333,12 +366,16 @@ class BlockedALSTrainer:
         return list(dask.compute(*delayed_objects))
 
     def _restore_checkpoint(self) -> None:
-        """Continue from the checkpoint: its tables as the latest (one table per side)."""
+        """Continue from the checkpoint: its tables (one per side), or the initial tables."""
         self.epoch = self.checkpoint["epoch"]
         self.history = list(self.checkpoint["history"])
-        users = self.checkpoint["users"]
-        self._latest_users = [_dask.broadcast(users, self.client)] if users is not None else None
-        self._latest_items = [_dask.broadcast(self.checkpoint["items"], self.client)]
+        if self.checkpoint["items"] is None:
+            self._latest_users = self._initial_tables("users") if self.keeps_users else None
+            self._latest_items = self._initial_tables("items")
+        else:
+            users = self.checkpoint["users"]
+            self._latest_users = [_dask.broadcast(users, self.client)] if self.keeps_users else None
+            self._latest_items = [_dask.broadcast(self.checkpoint["items"], self.client)]
         self._pending: list[_Epoch] = []
         self._last_done = time.perf_counter()
 
@@ -351,10 +388,13 @@ class BlockedALSTrainer:
         summarize = dask.delayed(table_summary, pure=False)
         previous_users = self._latest_users if self.keeps_users else None
         previous_items = self._latest_items if self.keeps_users else None
-        users = [solve_users(block, self._latest_items, _covering(previous_users, b), mean, objective, False)
-                 for b, block in enumerate(self.user_blocks)]
-        items = [solve_items(block, users, _covering(previous_items, b), mean, objective, True)
-                 for b, block in enumerate(self.item_blocks)]
+        users, items = [], []
+        for b, block in enumerate(self.user_blocks):
+            with self._on_worker(b):
+                users.append(solve_users(block, self._latest_items, _covering(previous_users, b), mean, objective, False))
+        for b, block in enumerate(self.item_blocks):
+            with self._on_worker(b):
+                items.append(solve_items(block, users, _covering(previous_items, b), mean, objective, True))
         results = self._submit(users + items + [summarize(table) for table in users + items])
         n_users, n_items = len(users), len(items)
         epoch = _Epoch(number, results[:n_users], results[n_users : n_users + n_items], results[n_users + n_items :])
@@ -410,12 +450,15 @@ class BlockedALSTrainer:
     def recover(self) -> None:
         """Rebuild lost state after a worker failure: blocks from the source, factors from the checkpoint."""
         self._pending.clear()
+        self.workers = sorted(self.client.scheduler_info()["workers"]) if self.client is not None else []
         self._build_blocks()
         self._restore_checkpoint()
 
     def result(self) -> TrainingResult:
-        if self.checkpoint["epoch"] != self.epoch:
-            self._save_checkpoint(self._done)
+        if self.checkpoint["epoch"] != self.epoch or self.checkpoint["items"] is None:
+            done = self._done if self.epoch else _Epoch(0, self._latest_users or self._initial_tables("users"),
+                                                        self._latest_items, [])
+            self._save_checkpoint(done)
         return TrainingResult(
             self.user_ids, self.item_ids, self.checkpoint["users"], self.checkpoint["items"], self.global_mean,
             self.n_ratings, len(self.user_blocks), self.rating_range, self.history,
@@ -442,17 +485,26 @@ def _joined_copy(tables: list[FactorTable]) -> FactorTable:
                        joined.gram)
 
 
-def _initial_table(ids: IdVocabulary, objective: Objective, seed: int, stream: int,
-                   known_ids: IdVocabulary | None, known: FactorTable | None) -> FactorTable:
-    """Seeded factors (zero biases), overwritten by ``known`` rows for ids it has (warm start)."""
-    factors = initial_factors(ids.id_hashes(), objective.rank, seed, stream, objective.nonnegative)
-    biases = np.zeros(len(ids), dtype=np.float32) if objective.use_biases else None
+def initial_block_table(id_hashes: np.ndarray, start: int, objective: Objective, seed: int, stream: int,
+                        known: tuple | None) -> FactorTable:
+    """The initial table of one block (rows ``start ..``): seeded factors and zero biases,
+    overwritten by ``known = (positions, factors, biases or None)`` rows (warm start), with
+    its Gram matrix when the objective is implicit. Computed on the worker that keeps it."""
+    factors = initial_factors(id_hashes, objective.rank, seed, stream, objective.nonnegative)
+    biases = np.zeros(len(id_hashes), dtype=np.float32) if objective.use_biases else None
     if known is not None:
-        if known.factors.shape[1] != objective.rank:
-            raise ValueError(f"warm start model has rank {known.factors.shape[1]}, this fit has rank {objective.rank}")
-        position = known_ids.index_of(ids.ids)
-        found = position >= 0
-        factors[found] = known.factors[position[found]]
-        if biases is not None and known.biases is not None:
-            biases[found] = known.biases[position[found]]
-    return FactorTable(factors, biases)
+        positions, known_factors, known_biases = known
+        factors[positions] = known_factors
+        if biases is not None and known_biases is not None:
+            biases[positions] = known_biases
+    return FactorTable(factors, biases, gram=gram_of(factors) if objective.implicit else None, start=start)
+
+
+def _warm_rows(ids: IdVocabulary, known_ids: IdVocabulary | None, known: FactorTable | None, rank: int):
+    """Per id of ``ids``: where ``known`` has it (bool) and that row of ``known`` (warm start)."""
+    if known is None:
+        return None
+    if known.factors.shape[1] != rank:
+        raise ValueError(f"warm start model has rank {known.factors.shape[1]}, this fit has rank {rank}")
+    position = known_ids.index_of(ids.ids)
+    return position >= 0, position
