@@ -20,25 +20,39 @@ from numba import njit
 _FAST_FINITE_SAFE = {"reassoc", "contract", "nsz", "arcp"}
 
 
+#: How :func:`cg_solve_rows` reads each rating's target ``t`` and weight ``w``.
+GIVEN, EXPLICIT, IMPLICIT = 0, 1, 2
+#: What :func:`cg_solve_rows` returns: nothing (0.0), Σ (t − s)², or Σ c·(p − s)² − s² with
+#: c = 1 + w and p = [t > 0] (the observed part of the implicit-feedback loss).
+NO_LOSS, SQUARED_LOSS, IMPLICIT_LOSS = 0, 1, 2
+
+
 @njit(nogil=True, fastmath=_FAST_FINITE_SAFE, cache=True)
-def cg_solve_rows(indptr, cols, targets, weights, factors, append_one, base_gram, reg, damping, solution, steps,
-                  scores):  # pragma: no cover
+def cg_solve_rows(indptr, cols, mode, targets, weights, values, offset, other_biases, alpha, factors, append_one,
+                  base_gram, reg, damping, solution, steps, scores, loss_kind):  # pragma: no cover
     """Conjugate-gradient solves of every row, in place on ``solution`` (the start).
 
     Row ``u`` solves ``(base_gram + Σ_i w_i·y_i y_iᵀ + diag(reg·n_u + damping)) z = Σ_i t_i·y_i``
     with ``y_i = factors[cols[i]]``, followed by a 1 when ``append_one`` (the bias coordinate).
-    ``weights`` of length 0 means all ones, ``base_gram`` of shape (0, 0) means none; rows
-    without ratings are set to zero. When ``scores`` is not empty it receives ``y_i · z`` of
-    every rating under the final solution (the training loss needs it).
+    ``mode`` says where ``t`` and ``w`` come from:
 
-    A row's ``y_i`` are gathered once into a contiguous buffer (the random reads from
-    ``factors`` happen once per row, in a loop of their own so that many are in flight);
-    the residual, each CG step and the scores are then passes over the buffer. Each pass is
-    a function of its own: inlined into one loop nest, LLVM compiled the gather and the
-    passes about 2x slower (measured on ml-20m-sized blocks).
+    - ``GIVEN``: ``targets`` and ``weights`` (length 0: all ones);
+    - ``EXPLICIT``: ``t = values − offset − other_biases[col]`` (no biases when empty), ``w = 1``;
+    - ``IMPLICIT``: confidence ``c = 1 + alpha·|v|``, ``t = c·[v > 0]``, ``w = c − 1``.
+
+    ``base_gram`` of shape (0, 0) means none; rows without ratings are set to zero. When
+    ``scores`` is not empty it receives ``y_i · z`` of every rating under the final solution;
+    the return value is the training loss of ``loss_kind``, from the same scores.
+
+    A row's ``y_i`` (and ``t_i``, ``w_i``) are gathered once into contiguous buffers (the
+    random reads from ``factors`` happen once per row, in a loop of their own so that many
+    are in flight); the residual, each CG step and the scores are then passes over the
+    buffer. Each pass is a function of its own: inlined into one loop nest, LLVM compiled the
+    gather and the passes about 2x slower (measured on ml-20m-sized blocks).
     """
     n_rows, width = solution.shape
     use_gram = base_gram.shape[0] > 0
+    use_weights = mode == IMPLICIT or (mode == GIVEN and len(weights) > 0)
     x = np.empty(width)
     residual = np.empty(width)
     direction = np.empty(width)
@@ -48,6 +62,9 @@ def cg_solve_rows(indptr, cols, targets, weights, factors, append_one, base_gram
     for row in range(n_rows):
         longest = max(longest, indptr[row + 1] - indptr[row])
     gathered = np.empty((longest, width), dtype=factors.dtype)
+    row_targets = np.empty(longest)
+    row_weights = np.ones(longest)
+    loss = 0.0
     for row in range(n_rows):
         lo, hi = indptr[row], indptr[row + 1]
         n = hi - lo
@@ -55,6 +72,7 @@ def cg_solve_rows(indptr, cols, targets, weights, factors, append_one, base_gram
             solution[row, :] = 0.0
             continue
         _gather_rows(cols, lo, n, factors, gathered, append_one)
+        _row_targets(mode, lo, n, cols, targets, weights, values, offset, other_biases, alpha, row_targets, row_weights)
         for j in range(width):
             x[j] = solution[row, j]
             penalty[j] = reg[j] * n + damping[j]
@@ -62,7 +80,7 @@ def cg_solve_rows(indptr, cols, targets, weights, factors, append_one, base_gram
         _regularizer_image(penalty, base_gram, use_gram, x, residual)
         for j in range(width):
             residual[j] = -residual[j]
-        _accumulate_projections(gathered, n, x, weights, lo, targets, True, residual)
+        _accumulate_projections(gathered, n, x, row_weights, use_weights, row_targets, True, residual)
         norm = 0.0
         for j in range(width):
             direction[j] = residual[j]
@@ -72,7 +90,7 @@ def cg_solve_rows(indptr, cols, targets, weights, factors, append_one, base_gram
                 break
             # image = A·direction
             _regularizer_image(penalty, base_gram, use_gram, direction, image)
-            _accumulate_projections(gathered, n, direction, weights, lo, targets, False, image)
+            _accumulate_projections(gathered, n, direction, row_weights, use_weights, row_targets, False, image)
             curvature = 0.0
             for j in range(width):
                 curvature += direction[j] * image[j]
@@ -90,8 +108,34 @@ def cg_solve_rows(indptr, cols, targets, weights, factors, append_one, base_gram
             norm = new_norm
         for j in range(width):
             solution[row, j] = x[j]
-        if len(scores) > 0:
-            _buffer_scores(gathered, n, x, lo, scores)
+        if len(scores) > 0 or loss_kind != NO_LOSS:
+            loss += _buffer_scores(gathered, n, x, lo, scores, row_targets, row_weights, loss_kind)
+    return loss
+
+
+@njit(nogil=True, fastmath=_FAST_FINITE_SAFE, cache=True, inline="never")
+def _row_targets(mode, lo, n, cols, targets, weights, values, offset, other_biases, alpha, row_targets,
+                 row_weights):  # pragma: no cover
+    """The targets and weights of a row's ratings ``lo .. lo + n − 1`` (see :func:`cg_solve_rows`)."""
+    if mode == GIVEN:
+        for q in range(n):
+            row_targets[q] = targets[lo + q]
+        if len(weights) > 0:
+            for q in range(n):
+                row_weights[q] = weights[lo + q]
+    elif mode == EXPLICIT:
+        use_biases = len(other_biases) > 0
+        for q in range(n):
+            target = np.float64(values[lo + q]) - offset
+            if use_biases:
+                target -= other_biases[cols[lo + q]]
+            row_targets[q] = target
+    else:
+        for q in range(n):
+            value = np.float64(values[lo + q])
+            confidence = 1.0 + alpha * abs(value)
+            row_targets[q] = confidence if value > 0 else 0.0
+            row_weights[q] = confidence - 1.0
 
 
 @njit(nogil=True, fastmath=_FAST_FINITE_SAFE, cache=True, inline="never")
@@ -120,13 +164,12 @@ def _regularizer_image(penalty, base_gram, use_gram, v, out):  # pragma: no cove
 
 
 @njit(nogil=True, fastmath=_FAST_FINITE_SAFE, cache=True, inline="never")
-def _accumulate_projections(gathered, n, v, weights, lo, targets, subtract_from_targets, out):  # pragma: no cover
+def _accumulate_projections(gathered, n, v, weights, use_weights, targets, subtract_from_targets, out):  # pragma: no cover
     """``out += Σ_q c_q·y_q`` over the buffer's first ``n`` rows ``y_q``, with ``c_q = w_q·(y_q·v)``,
-    or ``t_q − w_q·(y_q·v)`` when ``subtract_from_targets`` (``w``, ``t``: ``weights`` and
-    ``targets`` from ``lo``; empty ``weights`` = 1). Four rows at a time: four independent
-    dot products, one update of ``out``."""
+    or ``t_q − w_q·(y_q·v)`` when ``subtract_from_targets`` (``w``: ``weights`` when
+    ``use_weights``, else 1; ``t``: ``targets``). Four rows at a time: four independent dot
+    products, one update of ``out``."""
     width = gathered.shape[1]
-    use_weights = len(weights) > 0
     q = 0
     while q + 4 <= n:
         y0, y1, y2, y3 = gathered[q], gathered[q + 1], gathered[q + 2], gathered[q + 3]
@@ -138,15 +181,15 @@ def _accumulate_projections(gathered, n, v, weights, lo, targets, subtract_from_
             p2 += y2[j] * vj
             p3 += y3[j] * vj
         if use_weights:
-            p0 *= weights[lo + q]
-            p1 *= weights[lo + q + 1]
-            p2 *= weights[lo + q + 2]
-            p3 *= weights[lo + q + 3]
+            p0 *= weights[q]
+            p1 *= weights[q + 1]
+            p2 *= weights[q + 2]
+            p3 *= weights[q + 3]
         if subtract_from_targets:
-            p0 = targets[lo + q] - p0
-            p1 = targets[lo + q + 1] - p1
-            p2 = targets[lo + q + 2] - p2
-            p3 = targets[lo + q + 3] - p3
+            p0 = targets[q] - p0
+            p1 = targets[q + 1] - p1
+            p2 = targets[q + 2] - p2
+            p3 = targets[q + 3] - p3
         for j in range(width):
             out[j] += p0 * y0[j] + p1 * y1[j] + p2 * y2[j] + p3 * y3[j]
         q += 4
@@ -156,24 +199,34 @@ def _accumulate_projections(gathered, n, v, weights, lo, targets, subtract_from_
         for j in range(width):
             p += y[j] * v[j]
         if use_weights:
-            p *= weights[lo + q]
+            p *= weights[q]
         if subtract_from_targets:
-            p = targets[lo + q] - p
+            p = targets[q] - p
         for j in range(width):
             out[j] += p * y[j]
         q += 1
 
 
 @njit(nogil=True, fastmath=_FAST_FINITE_SAFE, cache=True, inline="never")
-def _buffer_scores(gathered, n, x, lo, scores):  # pragma: no cover
-    """``scores[lo + q] = gathered[q] · x`` for ``q < n``."""
+def _buffer_scores(gathered, n, x, lo, scores, targets, weights, loss_kind):  # pragma: no cover
+    """Scores ``s_q = gathered[q] · x`` (into ``scores[lo + q]`` when ``scores`` is not empty) and
+    their loss of ``loss_kind`` (see :data:`NO_LOSS`)."""
     width = gathered.shape[1]
+    keep = len(scores) > 0
+    loss = 0.0
     for q in range(n):
         y = gathered[q]
-        total = 0.0
+        score = 0.0
         for j in range(width):
-            total += y[j] * x[j]
-        scores[lo + q] = total
+            score += y[j] * x[j]
+        if keep:
+            scores[lo + q] = score
+        if loss_kind == SQUARED_LOSS:
+            loss += (targets[q] - score) ** 2
+        elif loss_kind == IMPLICIT_LOSS:
+            preference = 1.0 if targets[q] > 0 else 0.0
+            loss += (1.0 + weights[q]) * (preference - score) ** 2 - score * score
+    return loss
 
 
 @njit(nogil=True, fastmath=_FAST_FINITE_SAFE, cache=True)

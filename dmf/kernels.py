@@ -19,7 +19,7 @@ import numpy as np
 from scipy.linalg import lapack, solve_triangular
 from scipy.optimize import nnls
 
-from dmf._compiled import cg_solve_rows, rating_scores
+from dmf._compiled import EXPLICIT, GIVEN, IMPLICIT, IMPLICIT_LOSS, NO_LOSS, SQUARED_LOSS, cg_solve_rows, rating_scores
 
 #: Padded row lengths: rows are batched with others of the same padded length. The ladder
 #: depends on a row's count only, so a row's arithmetic is the same in any block layout.
@@ -28,6 +28,7 @@ _LENGTH_LADDER = np.unique(
 )
 #: Bytes of gathered factors per batch (float64).
 _BATCH_BYTES = 64 * 2**20
+_NO_VALUES = np.empty(0, dtype=np.float32)
 
 
 @dataclass(frozen=True)
@@ -153,10 +154,11 @@ def solve_rows(
     if options.solver == "cg" and not options.nonnegative:
         solution = np.zeros((block.n_rows, width)) if initial is None else initial.astype(np.float64)
         base_gram = np.zeros((0, 0)) if options.base_gram is None else np.ascontiguousarray(options.base_gram)
-        cg_solve_rows(block.indptr, block.cols, np.ascontiguousarray(targets, dtype=np.float64),
+        cg_solve_rows(block.indptr, block.cols, GIVEN, np.ascontiguousarray(targets, dtype=np.float64),
                       np.empty(0) if weights is None else np.ascontiguousarray(weights, dtype=np.float64),
-                      aligned_float32(other_factors), append_ones, base_gram, options.reg, options.damping, solution,
-                      int(options.cg_steps), np.empty(0) if scores is None else scores)
+                      _NO_VALUES, 0.0, _NO_VALUES, 0.0, aligned_float32(other_factors), append_ones, base_gram,
+                      options.reg, options.damping, solution, int(options.cg_steps),
+                      np.empty(0) if scores is None else scores, NO_LOSS)
         return solution
     # One extra all-zero row: padding positions gather it and contribute nothing.
     design = np.zeros((n_other + 1, width), dtype=np.float64)
@@ -328,3 +330,33 @@ def block_scores(block: RatingBlock, row_factors: np.ndarray, col_factors: np.nd
     """Model score ``row · col`` (float64) of every rating of ``block``; ``row_factors`` are the
     block's own rows."""
     return rating_scores(block.indptr, block.cols, row_factors, col_factors)
+
+
+def cg_solve_ratings(
+    block: RatingBlock,
+    other_factors: np.ndarray,
+    options: SolveOptions,
+    initial: np.ndarray,
+    *,
+    implicit: bool,
+    alpha: float = 1.0,
+    offset: float = 0.0,
+    other_biases: np.ndarray | None = None,
+    append_ones: bool = False,
+    with_loss: bool = False,
+) -> tuple[np.ndarray, float]:
+    """The compiled CG solve of :func:`solve_rows` with the targets, weights and training loss
+    computed from the block's ratings inside the kernel (no per-rating arrays in between).
+
+    Explicit: target ``rating − offset − other_biases[col]``, weight 1, loss Σ (target − score)².
+    Implicit: confidence ``c = 1 + alpha·|rating|``, target ``c·[rating > 0]``, weight ``c − 1``,
+    loss the observed part Σ c·(p − score)² − score². ``initial`` (float64, (n_rows, width))
+    is overwritten with the solution. Returns (solution, loss; 0.0 without ``with_loss``).
+    """
+    base_gram = np.zeros((0, 0)) if options.base_gram is None else np.ascontiguousarray(options.base_gram)
+    biases = _NO_VALUES if other_biases is None else np.ascontiguousarray(other_biases, dtype=np.float32)
+    loss_kind = NO_LOSS if not with_loss else (IMPLICIT_LOSS if implicit else SQUARED_LOSS)
+    loss = cg_solve_rows(block.indptr, block.cols, IMPLICIT if implicit else EXPLICIT, np.empty(0), np.empty(0),
+                         block.values, float(offset), biases, float(alpha), aligned_float32(other_factors), append_ones,
+                         base_gram, options.reg, options.damping, initial, int(options.cg_steps), np.empty(0), loss_kind)
+    return initial, float(loss)

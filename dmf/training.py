@@ -30,7 +30,7 @@ from dmf import _dask
 from dmf._random import entity_normals
 from dmf.blocks import block_bounds, build_rating_blocks
 from dmf.columns import ITEM, RATING, USER
-from dmf.kernels import RatingBlock, SolveOptions, aligned_empty_float32, aligned_float32, solve_rows
+from dmf.kernels import RatingBlock, SolveOptions, aligned_empty_float32, aligned_float32, cg_solve_ratings, solve_rows
 from dmf.vocabulary import IdVocabulary
 
 logger = logging.getLogger(__name__)
@@ -131,11 +131,13 @@ def solve_block(
     the objective is implicit.
     """
     rank = objective.rank
-    values = block.values.astype(np.float64)
     initial = None
     if previous is not None:
         first = block.start - previous.start
         initial = previous.factors[first : first + block.n_rows]
+    if objective.solver == "cg" and not objective.nonnegative:
+        return _cg_solve_block(block, other, previous, initial, global_mean, objective, with_loss)
+    values = block.values.astype(np.float64)
     # Scores of the block's ratings under the new rows, filled by the solver (loss only).
     scores = np.empty(block.nnz) if with_loss else None
     if objective.implicit:
@@ -162,6 +164,27 @@ def solve_block(
         loss = float(np.sum((targets - scores) ** 2)) if with_loss else 0.0
     nonfinite = int((~np.isfinite(factors)).sum()) + (int((~np.isfinite(biases)).sum()) if biases is not None else 0)
     return FactorTable(factors, biases, loss, len(values), nonfinite, gram_of(factors) if objective.implicit else None,
+                       block.start)
+
+
+def _cg_solve_block(block, other, previous, initial, global_mean, objective, with_loss) -> FactorTable:
+    """:func:`solve_block` by the compiled CG kernel, targets and loss computed inside it."""
+    rank, biases = objective.rank, objective.use_biases and not objective.implicit
+    start = np.zeros((block.n_rows, rank + int(biases)))
+    if initial is not None:
+        start[:, :rank] = initial
+        if biases:
+            first = block.start - previous.start
+            start[:, rank] = previous.biases[first : first + block.n_rows]
+    solution, loss = cg_solve_ratings(
+        block, other.factors, objective.solve_options(other.gram if objective.implicit else None), start,
+        implicit=objective.implicit, alpha=objective.alpha, offset=global_mean if biases else 0.0,
+        other_biases=other.biases if biases else None, append_ones=biases, with_loss=with_loss,
+    )
+    factors = solution[:, :rank].astype(np.float32)
+    row_biases = solution[:, rank].astype(np.float32) if biases else None
+    nonfinite = int((~np.isfinite(factors)).sum()) + (int((~np.isfinite(row_biases)).sum()) if biases else 0)
+    return FactorTable(factors, row_biases, loss, block.nnz, nonfinite, gram_of(factors) if objective.implicit else None,
                        block.start)
 
 

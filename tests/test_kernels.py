@@ -168,3 +168,30 @@ def test_top_k_breaks_ties_by_lower_column():
     assert got == [[1, 2], [0, 1]]
     got, _ = _top_k(products, 10)
     assert got[0] == [1, 2, 3, 5, 0, 4]
+
+
+@pytest.mark.parametrize("implicit", [False, True])
+def test_compiled_block_solve_matches_numpy_reference(implicit):
+    """The compiled CG path of a block solve computes targets, weights and the training loss
+    inside the kernel; the NumPy CG reference computes them as arrays: both must agree."""
+    import dataclasses
+
+    from dmf.training import FactorTable, Objective, gram_of, solve_block
+
+    rng = np.random.default_rng(3)
+    matrix = sp.random(50, 300, density=0.1, random_state=1, data_rvs=lambda n: rng.integers(1, 6, n).astype(float))
+    block = _block(matrix, start=0)
+    objective = Objective(rank=5, reg=0.1, bias_reg=0.05, damping=1.0, use_biases=not implicit, implicit=implicit,
+                          alpha=2.0, solver="cg", cg_steps=3)
+    factors = rng.normal(size=(300, 5)).astype(np.float32)
+    other = FactorTable(factors, None if implicit else rng.normal(size=300).astype(np.float32),
+                        gram=gram_of(factors) if implicit else None)
+    previous = FactorTable(rng.normal(size=(50, 5)).astype(np.float32),
+                           None if implicit else rng.normal(size=50).astype(np.float32))
+    compiled = solve_block(block, other, previous, 3.5, objective, True)
+    reference = solve_block(block, other, previous, 3.5, dataclasses.replace(objective, solver="cg-numpy"), True)
+    np.testing.assert_allclose(compiled.factors, reference.factors, rtol=1e-5, atol=1e-6)
+    if not implicit:
+        np.testing.assert_allclose(compiled.biases, reference.biases, rtol=1e-5, atol=1e-6)
+    assert compiled.loss == pytest.approx(reference.loss, rel=1e-9)
+    assert compiled.count == reference.count == block.nnz
