@@ -62,7 +62,8 @@ class ALS:
         Seed of the initial factors. Initial vectors derive from the seed and each entity's
         id, so the model does not depend on ``n_blocks`` or on the workers.
     n_blocks : int or None
-        Number of user blocks and of item blocks; default twice the cluster's threads.
+        Number of user blocks and of item blocks; default the cluster's threads (one block
+        per side per thread: fewer, larger tasks; scheduling overhead per epoch stays small).
     biases : bool
         Learn the global mean and user and item biases.
     unknown : {"bias", "nan", "drop"}

@@ -54,7 +54,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
                        help="count-independent bias penalty")
     group.add_argument("--max-iter", type=int, default=defaults["max_iter"], help="epochs")
     group.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the initial factors")
-    group.add_argument("--n-blocks", type=int, default=defaults["n_blocks"], help="blocks per side (default: 2 × threads)")
+    group.add_argument("--n-blocks", type=int, default=defaults["n_blocks"], help="blocks per side (default: one per worker thread)")
     group.add_argument("--no-biases", dest="biases", action="store_false", help="no global mean and biases")
     group.add_argument("--solver", choices=["cg", "cholesky"], default=defaults["solver"],
                        help="warm-started conjugate-gradient steps, or exact Cholesky solves")

@@ -9,8 +9,9 @@ local. Per epoch: 2·n_blocks solves and 2·n_blocks tiny summaries, nothing els
 
 Epochs are submitted one ahead of the one being waited for, so the workers never idle
 while the client reads an epoch's summary; the client drops every table it no longer needs,
-so the graph never grows. Every ``checkpoint_every`` epochs the tables are copied to the
-client: a lost worker costs at most that many epochs, redone from the copy.
+so the graph never grows. Every ``checkpoint_every`` epochs (10, Spark's default
+checkpoint interval) and after the last one the tables are copied to the client: a lost
+worker costs at most that many epochs, redone from the copy (or from the seed).
 """
 
 from __future__ import annotations
@@ -261,7 +262,7 @@ def fit_als(
     client=None,
     warm_start: TrainingResult | None = None,
     max_recoveries: int = 3,
-    checkpoint_every: int = 5,
+    checkpoint_every: int = 10,
 ) -> TrainingResult:
     """Factor ``ratings`` (canonical columns, validated) with blocked ALS.
 
@@ -308,10 +309,10 @@ class BlockedALSTrainer:
 
     def __init__(self, ratings: dd.DataFrame, objective: Objective, *, seed: int, n_blocks: int | None,
                  client=None, warm_start: TrainingResult | None = None, max_iter: int | None = None,
-                 checkpoint_every: int = 5):
+                 checkpoint_every: int = 10):
         self.client = _dask.resolve_client(client)
         self.objective = objective
-        self.n_blocks = n_blocks or 2 * _dask.total_threads(self.client)
+        self.n_blocks = n_blocks or _dask.total_threads(self.client)
         self.max_iter = max_iter
         self.checkpoint_every = max(1, checkpoint_every)
         self.ratings = ratings
@@ -449,6 +450,7 @@ class BlockedALSTrainer:
         else:
             name, value = "train_rmse", math.sqrt(loss / count)
         now = time.perf_counter()
+        # epoch 1's seconds include building the blocks (submitted just before it)
         record = {"epoch": epoch.number, name: value, "seconds": now - self._last_done}
         self._last_done = now
         self.epoch = epoch.number
