@@ -67,12 +67,6 @@ def persist(collections: list, client: "Client | None") -> list:
     return list(dask.persist(*collections))
 
 
-def wait_for(futures: list, client: "Client | None") -> None:
-    """Wait until ``futures`` are done (values without a cluster are done already)."""
-    if client is not None:
-        wait(futures)
-
-
 def persist_with_progress(collection, client: "Client | None", what: str):
     """Persist a collection on the cluster and log ``what: i/n tasks done`` every tenth of its
     output tasks (a long stage's progress on a terminal or in a cron log)."""

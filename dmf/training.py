@@ -3,9 +3,9 @@
 One epoch = two half-steps. The user half-step solves every user block against the item
 factors; the item half-step does the same the other way round. A half-step's result is one
 :class:`FactorTable` per block, left on the worker that solved it: every task of the next
-half-step depends on all of them (each worker fetches each remote block table once and joins
-them), and the block's own table of the last epoch (the conjugate-gradient start) stays
-local. Per epoch: 2·n_blocks solves and 2·n_blocks tiny summaries, nothing else.
+half-step depends on all of them (a worker fetches each remote block table once; each task
+joins them into its own copy), and the block's own table of the last epoch (the
+conjugate-gradient start) stays local. Per epoch: 2·n_blocks solves and 2·n_blocks tiny summaries, nothing else.
 
 Epochs are submitted one ahead of the one being waited for, so the workers never idle
 while the client reads an epoch's summary; the client drops every table it no longer needs,
@@ -200,12 +200,22 @@ def _cg_solve_block(block, other, previous, initial, global_mean, objective, wit
 
 def solve_user_block(block, other_tables, previous, global_mean, objective, with_loss) -> FactorTable:
     """User half-step on one block against the item tables (named for the dashboard)."""
-    return solve_block(block, join_tables(other_tables), previous, global_mean, objective, with_loss)
+    return solve_block(block, _joined_other(other_tables, objective), previous, global_mean, objective, with_loss)
 
 
 def solve_item_block(block, other_tables, previous, global_mean, objective, with_loss) -> FactorTable:
     """Item half-step on one block against the user tables (named for the dashboard)."""
-    return solve_block(block, join_tables(other_tables), previous, global_mean, objective, with_loss)
+    return solve_block(block, _joined_other(other_tables, objective), previous, global_mean, objective, with_loss)
+
+
+def _joined_other(tables: list[FactorTable], objective: Objective) -> FactorTable:
+    """The other side's block tables joined; for implicit feedback with the Gram matrix of the
+    joined factors, computed in one piece so that it does not depend on the block layout (a
+    sum of the blocks' Gram matrices would, by float64 rounding)."""
+    other = join_tables(tables)
+    if objective.implicit:
+        other.gram = gram_of(other.factors)
+    return other
 
 
 def gram_of(factors: np.ndarray) -> np.ndarray:
@@ -216,8 +226,8 @@ def gram_of(factors: np.ndarray) -> np.ndarray:
 
 def join_tables(tables: list[FactorTable]) -> FactorTable:
     """The block tables of one side, in block order, as one table: factors in a 64-byte aligned
-    buffer (what the compiled solver gathers from), Gram matrices summed, losses and counts
-    added."""
+    buffer (what the compiled solver gathers from), Gram matrices summed (the training loss
+    uses them), losses and counts added."""
     if len(tables) == 1:
         factors = aligned_float32(tables[0].factors)
     else:
@@ -284,19 +294,22 @@ def fit_als(
     trainer = BlockedALSTrainer(ratings, objective, seed=seed, n_blocks=n_blocks, client=client, warm_start=warm_start,
                                 max_iter=max_iter, checkpoint_every=checkpoint_every)
     recoveries = 0
-    while trainer.epoch < max_iter:
-        try:
-            trainer.train_epoch()
-        except WORKER_FAILURES as failure:
-            recoveries += 1
-            if recoveries > max_recoveries:
-                raise
-            logger.warning(
-                "epoch %d lost data on a failed worker (%s: %s); rebuilding blocks, resuming from epoch %d",
-                trainer.epoch + 1, type(failure).__name__, failure, trainer.checkpoint["epoch"],
-            )
-            trainer.recover()
-    return trainer.result()
+    try:
+        while trainer.epoch < max_iter:
+            try:
+                trainer.train_epoch()
+            except WORKER_FAILURES as failure:
+                recoveries += 1
+                if recoveries > max_recoveries:
+                    raise
+                logger.warning(
+                    "epoch %d lost data on a failed worker (%s: %s); rebuilding blocks, resuming from epoch %d",
+                    trainer.epoch + 1, type(failure).__name__, failure, trainer.checkpoint["epoch"],
+                )
+                trainer.recover()
+        return trainer.result()
+    finally:
+        trainer.close()  # nothing stays on the cluster, whether the fit ends or fails
 
 
 @dataclass
@@ -330,10 +343,12 @@ class BlockedALSTrainer:
         self.user_ids = IdVocabulary(user_unique)
         self.item_ids = IdVocabulary(item_unique)
         self.n_ratings = count
+        if count == 0:
+            raise ValueError("no ratings to train on: the ratings table is empty (after any threshold)")
         self.global_mean = total / count
         self.rating_range = (low, high)
         self.seed = seed
-        self.workers = sorted(self.client.scheduler_info()["workers"]) if self.client is not None else []
+        self.workers = _worker_slots(self.client)
         self._build_blocks()
         # Conjugate gradient starts from the previous epoch's rows of the side it solves.
         self.keeps_users = objective.solver == "cg"
@@ -350,8 +365,8 @@ class BlockedALSTrainer:
 
     def _build_blocks(self) -> None:
         """Submit the partition of the ratings into user and item blocks, kept on the workers
-        (block ``b`` of either side on worker ``b mod n_workers``). Not waited for: the first
-        epoch is submitted behind it."""
+        (block ``b`` of either side on the worker of slot ``b``, see :meth:`_on_worker`). Not
+        waited for: the first epoch is submitted behind it."""
         user_blocks, item_blocks = build_rating_blocks(
             self.ratings, _dask.broadcast(self.user_ids, self.client), _dask.broadcast(self.item_ids, self.client),
             len(self.user_ids), len(self.item_ids), self.n_blocks, placement=self._on_worker,
@@ -364,8 +379,9 @@ class BlockedALSTrainer:
         )
 
     def _on_worker(self, block: int | None):
-        """Annotation context: tasks built inside prefer worker ``block mod n_workers`` (soft: others
-        may take them when that worker is gone); no preference for None or without a cluster."""
+        """Annotation context: tasks built inside go to the worker of slot ``block mod n_slots``
+        (one slot per worker thread, interleaved across workers; another worker takes them
+        only when that one is gone); no preference for None or without a cluster."""
         if block is None or not self.workers:
             return contextlib.nullcontext()
         return dask.annotate(workers=[self.workers[block % len(self.workers)]], allow_other_workers=True)
@@ -437,6 +453,8 @@ class BlockedALSTrainer:
     def train_epoch(self) -> dict:
         """Complete the next epoch (submitting it, and the one after, if not yet submitted);
         returns and logs the epoch's record."""
+        if self.user_blocks is None:
+            raise RuntimeError("this trainer was closed (after a divergence, or at the end of fit_als)")
         if not self._pending:
             self._submit_epoch()
         if self.client is not None and (self.max_iter is None or self._pending[-1].number < self.max_iter):
@@ -448,7 +466,7 @@ class BlockedALSTrainer:
         user_summary, item_summary = _add_summaries(summaries[:n_users]), _add_summaries(summaries[n_users:])
         for side, summary in (("user", user_summary), ("item", item_summary)):
             if summary[2]:
-                self._pending.clear()
+                self.close()
                 raise FloatingPointError(
                     f"ALS diverged: {summary[2]} non-finite {side} factors in iteration {epoch.number}; "
                     "increase reg or check the ratings for extreme values"
@@ -481,10 +499,17 @@ class BlockedALSTrainer:
             "history": list(self.history),
         }
 
+    def close(self) -> None:
+        """Release everything this trainer holds on the cluster (blocks, tables, submitted
+        epochs); the trainer cannot be used afterwards."""
+        self._pending.clear()
+        self._latest_users = self._latest_items = self._done = None
+        self.user_blocks = self.item_blocks = None
+
     def recover(self) -> None:
         """Rebuild lost state after a worker failure: blocks from the source, factors from the checkpoint."""
         self._pending.clear()
-        self.workers = sorted(self.client.scheduler_info()["workers"]) if self.client is not None else []
+        self.workers = _worker_slots(self.client)
         self._build_blocks()
         self._restore_checkpoint()
 
@@ -497,6 +522,15 @@ class BlockedALSTrainer:
             self.user_ids, self.item_ids, self.checkpoint["users"], self.checkpoint["items"], self.global_mean,
             self.n_ratings, len(self.user_blocks), self.rating_range, self.history,
         )
+
+
+def _worker_slots(client) -> list[str]:
+    """Worker addresses, one entry per thread, interleaved (a, b, a, b, a for 3 + 2 threads)."""
+    if client is None:
+        return []
+    threads = {address: info.get("nthreads", 1) for address, info in client.scheduler_info()["workers"].items()}
+    return [address for round_ in range(max(threads.values(), default=0)) for address in sorted(threads)
+            if threads[address] > round_]
 
 
 def _covering(tables: list | None, block: int):

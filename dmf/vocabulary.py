@@ -50,12 +50,11 @@ class IdVocabulary:
         id, included); None unless the ids are integers from 0 to a bound proportional to the
         vocabulary size. Built once per vocabulary object (per worker, when broadcast)."""
         if "_table" not in self.__dict__:
-            self._table = None
-            ids = self.ids
+            ids, table = self.ids, None
             if len(ids) and _kind(ids) == "integer" and ids.min() >= 0 and ids.max() < _DENSE_FACTOR * len(ids) + _DENSE_SLACK:
                 table = np.full(int(ids.max()) + 2, -1, dtype=np.int64)
                 table[ids.to_numpy(dtype=np.int64)] = np.arange(len(ids), dtype=np.int64)
-                self._table = table
+            self._table = table  # assigned once, complete: threads sharing this object never see half of it
         return self._table
 
     def __getstate__(self) -> dict:

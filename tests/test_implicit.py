@@ -88,3 +88,16 @@ def test_ml100k_nmf_beats_surprise_nmf(client, ml100k):
     result = dmf.rmse(model, test)
     print(f"NMF u1 RMSE {float(result):.4f}")
     assert result < 0.963  # Surprise NMF, mean over u1..u5
+
+
+def test_implicit_cg_model_is_the_same_for_any_blocks(client, plays):
+    """The implicit solve adds YᵀY of the whole other side: computed from the joined table, it
+    (and so the model) does not depend on how the rows are blocked."""
+    def factors(n_blocks):
+        model = dmf.ImplicitALS(rank=4, reg=0.3, alpha=2.0, max_iter=3, seed=4, n_blocks=n_blocks, solver="cg").fit(plays)
+        return model.user_factors_, model.item_factors_
+
+    reference = factors(1)
+    for n_blocks in (2, 5):
+        for got, want in zip(factors(n_blocks), reference):
+            np.testing.assert_array_equal(got, want)
