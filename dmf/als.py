@@ -94,7 +94,8 @@ class ALS:
     rating_range_ : (float, float)
         Minimum and maximum training rating.
     history_ : list of dict
-        Per epoch: ``epoch``, ``train_rmse``, ``seconds``.
+        Per epoch: ``epoch``, ``train_rmse``, ``seconds`` (epoch 1's include building the
+        rating blocks).
     n_ratings_, n_blocks_ : int
     """
 
