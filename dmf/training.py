@@ -528,7 +528,7 @@ def _worker_slots(client) -> list[str]:
     """Worker addresses, one entry per thread, interleaved (a, b, a, b, a for 3 + 2 threads)."""
     if client is None:
         return []
-    threads = {address: info.get("nthreads", 1) for address, info in client.scheduler_info()["workers"].items()}
+    threads = dict(client.nthreads())  # every worker (scheduler_info may list only a few)
     return [address for round_ in range(max(threads.values(), default=0)) for address in sorted(threads)
             if threads[address] > round_]
 
