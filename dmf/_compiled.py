@@ -1,5 +1,5 @@
 """Compiled (numba) kernels: the conjugate-gradient row solver (the fast path of ``solver="cg"``),
-per-rating scores, top-k selection and the CSR sort of rating blocks.
+per-rating scores, top-k selection, and the block layout's split by block and CSR sorts.
 
 One pass per row over its own ratings per CG step, never forming the row's Gram matrix:
 ``O(n_u·k)`` per step instead of ``O(n_u·k²)`` for the exact solve (Takács et al. 2011, as

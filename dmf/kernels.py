@@ -28,7 +28,9 @@ _LENGTH_LADDER = np.unique(
 )
 #: Bytes of gathered factors per batch (float64).
 _BATCH_BYTES = 64 * 2**20
+#: Empty arrays: "none" for the compiled solver's optional float32 and float64 inputs.
 _NO_VALUES = np.empty(0, dtype=np.float32)
+_NO_WEIGHTS = np.empty(0, dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -153,12 +155,10 @@ def solve_rows(
     width = rank + int(append_ones)
     if options.solver == "cg" and not options.nonnegative:
         solution = np.zeros((block.n_rows, width)) if initial is None else initial.astype(np.float64)
-        base_gram = np.zeros((0, 0)) if options.base_gram is None else np.ascontiguousarray(options.base_gram)
-        cg_solve_rows(block.indptr, block.cols, GIVEN, np.ascontiguousarray(targets, dtype=np.float64),
-                      np.empty(0) if weights is None else np.ascontiguousarray(weights, dtype=np.float64),
-                      _NO_VALUES, 0.0, _NO_VALUES, 0.0, aligned_float32(other_factors), append_ones, base_gram,
-                      options.reg, options.damping, solution, int(options.cg_steps),
-                      np.empty(0) if scores is None else scores, NO_LOSS)
+        _compiled_cg(block, other_factors, options, solution, GIVEN, append_ones,
+                     targets=np.ascontiguousarray(targets, dtype=np.float64),
+                     weights=_NO_WEIGHTS if weights is None else np.ascontiguousarray(weights, dtype=np.float64),
+                     scores=_NO_WEIGHTS if scores is None else scores)
         return solution
     # One extra all-zero row: padding positions gather it and contribute nothing.
     design = np.zeros((n_other + 1, width), dtype=np.float64)
@@ -353,10 +353,20 @@ def cg_solve_ratings(
     loss the observed part Σ c·(p − score)² − score². ``initial`` (float64, (n_rows, width))
     is overwritten with the solution. Returns (solution, loss; 0.0 without ``with_loss``).
     """
+    loss = _compiled_cg(
+        block, other_factors, options, initial, IMPLICIT if implicit else EXPLICIT, append_ones, values=block.values,
+        offset=offset, alpha=alpha,
+        other_biases=_NO_VALUES if other_biases is None else np.ascontiguousarray(other_biases, dtype=np.float32),
+        loss_kind=NO_LOSS if not with_loss else (IMPLICIT_LOSS if implicit else SQUARED_LOSS),
+    )
+    return initial, loss
+
+
+def _compiled_cg(block, other_factors, options, solution, mode, append_ones, *, targets=_NO_WEIGHTS,
+                 weights=_NO_WEIGHTS, values=_NO_VALUES, offset=0.0, other_biases=_NO_VALUES, alpha=0.0,
+                 scores=_NO_WEIGHTS, loss_kind=NO_LOSS) -> float:
+    """:func:`dmf._compiled.cg_solve_rows` on ``block`` in place on ``solution``; returns the loss."""
     base_gram = np.zeros((0, 0)) if options.base_gram is None else np.ascontiguousarray(options.base_gram)
-    biases = _NO_VALUES if other_biases is None else np.ascontiguousarray(other_biases, dtype=np.float32)
-    loss_kind = NO_LOSS if not with_loss else (IMPLICIT_LOSS if implicit else SQUARED_LOSS)
-    loss = cg_solve_rows(block.indptr, block.cols, IMPLICIT if implicit else EXPLICIT, np.empty(0), np.empty(0),
-                         block.values, float(offset), biases, float(alpha), aligned_float32(other_factors), append_ones,
-                         base_gram, options.reg, options.damping, initial, int(options.cg_steps), np.empty(0), loss_kind)
-    return initial, float(loss)
+    return float(cg_solve_rows(block.indptr, block.cols, mode, targets, weights, values, float(offset), other_biases,
+                               float(alpha), aligned_float32(other_factors), append_ones, base_gram, options.reg,
+                               options.damping, solution, int(options.cg_steps), scores, loss_kind))

@@ -31,7 +31,7 @@ from dmf import _dask
 from dmf._random import entity_normals
 from dmf.blocks import block_bounds, build_rating_blocks
 from dmf.columns import ITEM, RATING, USER
-from dmf.kernels import RatingBlock, SolveOptions, aligned_empty_float32, aligned_float32, cg_solve_ratings, solve_rows
+from dmf.kernels import RatingBlock, SolveOptions, aligned_empty_float32, cg_solve_ratings, solve_rows
 from dmf.vocabulary import IdVocabulary
 
 logger = logging.getLogger(__name__)
@@ -138,64 +138,59 @@ def solve_block(
     ``previous`` is a table of this side from the last epoch that covers the block's rows
     (the conjugate-gradient start), or None. ``with_loss`` also computes the training loss
     of the block's ratings. The result covers the block's rows, with its Gram matrix when
-    the objective is implicit.
+    the objective is implicit. ``solver="cg"`` runs the compiled kernel, which computes
+    targets and loss from the ratings itself; the other solvers go through :func:`solve_rows`.
     """
     rank = objective.rank
-    initial = None
-    if previous is not None:
-        first = block.start - previous.start
-        initial = previous.factors[first : first + block.n_rows]
+    with_biases = objective.use_biases and not objective.implicit
+    start = _starting_point(block, previous, with_biases)
+    options = objective.solve_options(other.gram if objective.implicit else None)
     if objective.solver == "cg" and not objective.nonnegative:
-        return _cg_solve_block(block, other, previous, initial, global_mean, objective, with_loss)
+        solution, loss = cg_solve_ratings(
+            block, other.factors, options, np.zeros((block.n_rows, rank + with_biases)) if start is None else start,
+            implicit=objective.implicit, alpha=objective.alpha, offset=global_mean if with_biases else 0.0,
+            other_biases=other.biases if with_biases else None, append_ones=with_biases, with_loss=with_loss,
+        )
+    else:
+        solution, loss = _solve_with_arrays(block, other, start, global_mean, objective, options, with_biases, with_loss)
+    factors = solution[:, :rank].astype(np.float32)
+    biases = solution[:, rank].astype(np.float32) if with_biases else None
+    nonfinite = int((~np.isfinite(factors)).sum()) + (int((~np.isfinite(biases)).sum()) if biases is not None else 0)
+    return FactorTable(factors, biases, loss, block.nnz, nonfinite, gram_of(factors) if objective.implicit else None,
+                       block.start)
+
+
+def _starting_point(block: RatingBlock, previous: FactorTable | None, with_biases: bool) -> np.ndarray | None:
+    """The block's rows of ``previous`` (float64, with the bias column when ``with_biases``), or None."""
+    if previous is None:
+        return None
+    rows = slice(block.start - previous.start, block.start - previous.start + block.n_rows)
+    start = previous.factors[rows].astype(np.float64)
+    return np.hstack([start, previous.biases[rows, None]]) if with_biases else start
+
+
+def _solve_with_arrays(block, other, start, global_mean, objective, options, with_biases, with_loss):
+    """(solution, loss) by :func:`solve_rows`: per-rating target and weight arrays, the loss
+    from the returned scores (the exact, nonnegative and NumPy-CG solvers)."""
     values = block.values.astype(np.float64)
     # Scores of the block's ratings under the new rows, filled by the solver (loss only).
     scores = np.empty(block.nnz) if with_loss else None
     if objective.implicit:
         confidence = 1.0 + objective.alpha * np.abs(values)
         preference = (values > 0).astype(np.float64)
-        solution = solve_rows(block, other.factors, confidence * preference, objective.solve_options(other.gram),
-                              weights=confidence - 1.0, initial=initial, scores=scores)
-        factors, biases = solution.astype(np.float32), None
-        loss = 0.0
-        if with_loss:
-            # Σ over observed pairs of c·(p − s)² − s²; the unobserved part, Σ over all pairs
-            # of s², is trace(XᵀX·YᵀY) and is added from the two tables' Gram matrices.
-            loss = float(np.dot(confidence, (preference - scores) ** 2) - np.dot(scores, scores))
+        solution = solve_rows(block, other.factors, confidence * preference, options, weights=confidence - 1.0,
+                              initial=start, scores=scores)
+        # Σ over observed pairs of c·(p − s)² − s²; the unobserved part, Σ over all pairs
+        # of s², is trace(XᵀX·YᵀY) and is added from the two tables' Gram matrices.
+        loss = float(np.dot(confidence, (preference - scores) ** 2) - np.dot(scores, scores)) if with_loss else 0.0
     else:
-        other_bias = other.biases[block.cols].astype(np.float64) if objective.use_biases else 0.0
-        targets = values - global_mean - other_bias if objective.use_biases else values
-        if initial is not None and objective.use_biases:
-            initial = np.hstack([initial, previous.biases[first : first + block.n_rows, None]])
-        solution = solve_rows(block, other.factors, targets, objective.solve_options(None),
-                              append_ones=objective.use_biases, initial=initial, scores=scores)
-        factors = solution[:, :rank].astype(np.float32)
-        biases = solution[:, rank].astype(np.float32) if objective.use_biases else None
+        other_bias = other.biases[block.cols].astype(np.float64) if with_biases else 0.0
+        targets = values - global_mean - other_bias if with_biases else values
+        solution = solve_rows(block, other.factors, targets, options, append_ones=with_biases, initial=start,
+                              scores=scores)
         # targets − scores = rating − (μ + b_other + b_row + p·q): the training error
         loss = float(np.sum((targets - scores) ** 2)) if with_loss else 0.0
-    nonfinite = int((~np.isfinite(factors)).sum()) + (int((~np.isfinite(biases)).sum()) if biases is not None else 0)
-    return FactorTable(factors, biases, loss, len(values), nonfinite, gram_of(factors) if objective.implicit else None,
-                       block.start)
-
-
-def _cg_solve_block(block, other, previous, initial, global_mean, objective, with_loss) -> FactorTable:
-    """:func:`solve_block` by the compiled CG kernel, targets and loss computed inside it."""
-    rank, biases = objective.rank, objective.use_biases and not objective.implicit
-    start = np.zeros((block.n_rows, rank + int(biases)))
-    if initial is not None:
-        start[:, :rank] = initial
-        if biases:
-            first = block.start - previous.start
-            start[:, rank] = previous.biases[first : first + block.n_rows]
-    solution, loss = cg_solve_ratings(
-        block, other.factors, objective.solve_options(other.gram if objective.implicit else None), start,
-        implicit=objective.implicit, alpha=objective.alpha, offset=global_mean if biases else 0.0,
-        other_biases=other.biases if biases else None, append_ones=biases, with_loss=with_loss,
-    )
-    factors = solution[:, :rank].astype(np.float32)
-    row_biases = solution[:, rank].astype(np.float32) if biases else None
-    nonfinite = int((~np.isfinite(factors)).sum()) + (int((~np.isfinite(row_biases)).sum()) if biases else 0)
-    return FactorTable(factors, row_biases, loss, block.nnz, nonfinite, gram_of(factors) if objective.implicit else None,
-                       block.start)
+    return solution, loss
 
 
 def solve_user_block(block, other_tables, previous, global_mean, objective, with_loss) -> FactorTable:
@@ -225,19 +220,19 @@ def gram_of(factors: np.ndarray) -> np.ndarray:
 
 
 def join_tables(tables: list[FactorTable]) -> FactorTable:
-    """The block tables of one side, in block order, as one table: factors in a 64-byte aligned
-    buffer (what the compiled solver gathers from), Gram matrices summed (the training loss
-    uses them), losses and counts added."""
-    if len(tables) == 1:
-        factors = aligned_float32(tables[0].factors)
-    else:
-        factors = aligned_empty_float32((sum(len(t.factors) for t in tables), tables[0].factors.shape[1]))
-        np.concatenate([t.factors for t in tables], out=factors)
+    """The block tables of one side, in block order, as one new table: factors copied into a
+    64-byte aligned array (what the compiled solver gathers from), Gram matrices summed (the
+    training loss uses them), losses and counts added."""
+    factors = aligned_empty_float32((sum(len(t.factors) for t in tables), tables[0].factors.shape[1]))
+    np.concatenate([t.factors for t in tables], out=factors)
     biases = None if tables[0].biases is None else np.concatenate([t.biases for t in tables])
-    grams = [t.gram for t in tables]
-    gram = None if any(g is None for g in grams) else sum(grams[1:], grams[0].copy())
     return FactorTable(factors, biases, sum(t.loss for t in tables), sum(t.count for t in tables),
-                       sum(t.n_nonfinite for t in tables), gram, tables[0].start)
+                       sum(t.n_nonfinite for t in tables), _sum_grams([t.gram for t in tables]), tables[0].start)
+
+
+def _sum_grams(grams: list) -> np.ndarray | None:
+    """The sum of the blocks' Gram matrices, or None when any is missing."""
+    return None if any(g is None for g in grams) else sum(grams[1:], grams[0].copy())
 
 
 def table_summary(table: FactorTable) -> tuple[float, int, int, np.ndarray | None]:
@@ -268,7 +263,7 @@ def ids_and_stats(ratings: dd.DataFrame, fan_in: int = 16):
     merge = dask.delayed(merge_ids_and_stats, pure=True)
     while len(level) > 1:
         level = [merge(level[i : i + fan_in]) for i in range(0, len(level), fan_in)]
-    return level[0] if len(level) == 1 else merge([])
+    return level[0]  # a Dask DataFrame has at least one partition
 
 
 def fit_als(
@@ -352,13 +347,10 @@ class BlockedALSTrainer:
         self._build_blocks()
         # Conjugate gradient starts from the previous epoch's rows of the side it solves.
         self.keeps_users = objective.solver == "cg"
-        self._warm = {
-            "users": _warm_rows(self.user_ids, warm_start and warm_start.user_ids, warm_start and warm_start.users,
-                                objective.rank),
-            "items": _warm_rows(self.item_ids, warm_start and warm_start.item_ids, warm_start and warm_start.items,
-                                objective.rank),
+        self._warm = {} if warm_start is None else {
+            "users": _warm_rows(self.user_ids, warm_start.user_ids, warm_start.users, objective.rank),
+            "items": _warm_rows(self.item_ids, warm_start.item_ids, warm_start.items, objective.rank),
         }
-        self._warm_tables = {"users": warm_start and warm_start.users, "items": warm_start and warm_start.items}
         # epoch 0: the initial tables, recomputed from the seed (and warm start) when needed
         self.checkpoint = {"epoch": 0, "users": None, "items": None, "history": []}
         self._restore_checkpoint()
@@ -391,7 +383,7 @@ class BlockedALSTrainer:
         ids, stream = (self.user_ids, USER_STREAM) if side == "users" else (self.item_ids, ITEM_STREAM)
         hashes = ids.id_hashes()
         bounds = block_bounds(len(ids), self.n_blocks)
-        warm, known_table = self._warm[side], self._warm_tables[side]
+        warm = self._warm.get(side)
         initial = dask.delayed(initial_block_table, pure=True)
         # A scattered root: the scheduler forgets released tasks once their scattered roots
         # are gone (it cannot recompute them), so the lineage of the epochs does not pile up.
@@ -401,7 +393,8 @@ class BlockedALSTrainer:
             lo, hi = int(bounds[b]), int(bounds[b + 1])
             known = None
             if warm is not None:
-                found, position = warm[0][lo:hi], warm[1][lo:hi][warm[0][lo:hi]]
+                found, position, known_table = warm[0][lo:hi], warm[1][lo:hi], warm[2]
+                position = position[found]
                 known = (np.flatnonzero(found), known_table.factors[position],
                          None if known_table.biases is None else known_table.biases[position])
             with self._on_worker(b):
@@ -494,8 +487,8 @@ class BlockedALSTrainer:
         n_users = len(epoch.users)
         self.checkpoint = {
             "epoch": epoch.number,
-            "users": _joined_copy(tables[:n_users]),
-            "items": _joined_copy(tables[n_users:]),
+            "users": join_tables(tables[:n_users]),
+            "items": join_tables(tables[n_users:]),
             "history": list(self.history),
         }
 
@@ -541,16 +534,8 @@ def _covering(tables: list | None, block: int):
 
 
 def _add_summaries(summaries: list) -> tuple[float, int, int, np.ndarray | None]:
-    grams = [s[3] for s in summaries]
-    gram = None if any(g is None for g in grams) else sum(grams[1:], grams[0].copy())
-    return sum(s[0] for s in summaries), sum(s[1] for s in summaries), sum(s[2] for s in summaries), gram
-
-
-def _joined_copy(tables: list[FactorTable]) -> FactorTable:
-    """One side's block tables as a plain table on the client (factors not aliased to any block)."""
-    joined = join_tables(tables)
-    return FactorTable(np.array(joined.factors), joined.biases, joined.loss, joined.count, joined.n_nonfinite,
-                       joined.gram)
+    return (sum(s[0] for s in summaries), sum(s[1] for s in summaries), sum(s[2] for s in summaries),
+            _sum_grams([s[3] for s in summaries]))
 
 
 def initial_block_table(id_hashes: np.ndarray, start: int, objective: Objective, seed: int, stream: int,
@@ -568,11 +553,10 @@ def initial_block_table(id_hashes: np.ndarray, start: int, objective: Objective,
     return FactorTable(factors, biases, gram=gram_of(factors) if objective.implicit else None, start=start)
 
 
-def _warm_rows(ids: IdVocabulary, known_ids: IdVocabulary | None, known: FactorTable | None, rank: int):
-    """Per id of ``ids``: where ``known`` has it (bool) and that row of ``known`` (warm start)."""
-    if known is None:
-        return None
+def _warm_rows(ids: IdVocabulary, known_ids: IdVocabulary, known: FactorTable, rank: int) -> tuple:
+    """Warm start of one side: per id of ``ids``, whether ``known`` has it (bool) and its row
+    there; and ``known`` itself."""
     if known.factors.shape[1] != rank:
         raise ValueError(f"warm start model has rank {known.factors.shape[1]}, this fit has rank {rank}")
     position = known_ids.index_of(ids.ids)
-    return position >= 0, position
+    return position >= 0, position, known

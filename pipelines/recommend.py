@@ -35,7 +35,7 @@ def main(argv=None) -> int:
             recommendations = persist_with_progress(model.recommend(args.k, users=users, exclude=exclude, client=client),
                                                     client, "top-k")
             recommendations.to_parquet(staging, write_index=False)
-    rows = len(pd.read_parquet(args.output, columns=["user"]))
+            rows = len(recommendations)  # counted from the persisted partitions, not by reading the output back
     write_json_atomic(Path(f"{args.output}.summary.json"), cli.summary(args, rows={"recommendations": rows},
                                                                         seconds=timer.seconds))
     print(f"wrote {rows} recommendations to {args.output}")
