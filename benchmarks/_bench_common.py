@@ -42,7 +42,7 @@ def prepare_split(scale: str, *, seed: int, test_fraction: float, root: Path = D
 
     The directory holds ``train/`` and ``test/`` (columns ``user``, ``item`` int64, ``rating``
     float32) and ``split.json`` (counts, generator, seconds). A pair is in test when
-    ``dmf.nightly.holdout_mask`` says so; test pairs whose user or item never occurs in train
+    ``dmf.data.splits.holdout_mask`` says so; test pairs whose user or item never occurs in train
     are dropped (and counted) so that every system is scored on exactly the same pairs.
     An existing directory is reused; a half-written one is never seen (temporary name, rename).
     """
@@ -76,7 +76,7 @@ def prepare_split(scale: str, *, seed: int, test_fraction: float, root: Path = D
         path.unlink()
     summary = {
         "scale": scale, "seed": seed, "test_fraction": test_fraction, "generator": generator,
-        "split": "dmf.nightly.holdout_mask (hash of seed, user, item)",
+        "split": "dmf.data.splits.holdout_mask (counter-based uniform of seed, user, item)",
         "ratings": int(sum(n_train + n_test for n_train, n_test in counts)),
         "train_ratings": int(len(train)), "test_ratings": int(known.sum()),
         "test_dropped_unknown": int((~known).sum()),
@@ -107,7 +107,7 @@ def _synthetic_partitions(scale: str, seed: int) -> tuple[list, str]:
 
 def _holdout_mask_function() -> Callable[[pd.DataFrame, float, int], np.ndarray]:
     try:
-        from dmf.nightly import holdout_mask
+        from dmf.data.splits import holdout_mask
     except ImportError:
         return _fallback_holdout_mask
     return holdout_mask

@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"test RMSE {metrics['rmse']:.4f}, MAE {metrics['mae']:.4f} on {metrics['count']} pairs "
               f"({metrics['n_fallback']} predicted by the bias model)")
         model.save(args.output / "model", overwrite=True)
-        recommendations = model.recommend(10, exclude=train)
+        recommendations = model.recommend(10)  # the model excludes what each user rated in training
         from dmf.storage import atomic_directory
 
         with atomic_directory(args.output / "recommendations", overwrite=True) as temporary:

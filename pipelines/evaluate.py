@@ -10,7 +10,7 @@ from pathlib import Path
 import dask.dataframe as dd
 
 import dmf
-from dmf import cli
+from dmf.pipeline import options as cli
 from dmf.storage import atomic_directory, write_json_atomic
 
 
@@ -21,13 +21,14 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, help="metrics JSON file to write")
     parser.add_argument("--predictions", type=Path, help="also write user, item, prediction as Parquet here")
     parser.add_argument("--k", type=int, default=10, help="ranking metrics at k (0: rating metrics only)")
-    parser.add_argument("--exclude", type=Path, help="Parquet training ratings never to recommend (for ranking metrics)")
+    parser.add_argument("--exclude", type=Path, help="Parquet ratings never to recommend (for ranking metrics), besides "
+                        "the training items the model keeps")
     parser.add_argument("--relevance-threshold", type=float,
                         help="test ratings >= this are relevant (default: every test pair)")
     parser.add_argument("--unknown", choices=["bias", "nan", "drop"], help="override the model's unknown-id policy")
     args = cli.parse_args(parser, argv)
     timer = cli.Timer()
-    model = dmf.ALS.load(args.model)
+    model = dmf.load(args.model)
     if args.unknown:
         model.unknown = args.unknown
     with cli.connect(args) as client:

@@ -11,8 +11,9 @@ Exit codes: 0 published or unchanged, 3 refused by the quality gate (the current
 
 from pathlib import Path
 
-from dmf import cli
-from dmf.nightly import NightlyConfig, run_nightly
+import dmf
+from dmf.pipeline import options as cli
+from dmf.pipeline.nightly import NightlyConfig, run_nightly
 
 
 def main(argv=None) -> int:
@@ -32,10 +33,10 @@ def main(argv=None) -> int:
                         help="repeated (user, item) pairs in the snapshot")
     parser.add_argument("--force", action="store_true",
                         help="retrain even if the snapshot and settings are those of the current version")
-    cli.add_model_options(parser)
+    cli.add_estimator_options(parser, dmf.ALS)
     args = cli.parse_args(parser, argv)
     config = NightlyConfig(
-        snapshot=args.snapshot, home=args.home, params=cli.model_params(args), test_fraction=args.test_fraction,
+        snapshot=args.snapshot, home=args.home, params=cli.estimator_params(args, dmf.ALS), test_fraction=args.test_fraction,
         split_seed=args.split_seed, tolerance=args.tolerance, keep=args.keep, k=args.k,
         relevance_threshold=args.relevance_threshold, duplicates=args.duplicates, force=args.force,
     )

@@ -10,8 +10,8 @@ import dask.dataframe as dd
 import pandas as pd
 
 import dmf
-from dmf import cli
-from dmf._dask import persist_with_progress
+from dmf.pipeline import options as cli
+from dmf.scheduler import persist_with_progress
 from dmf.storage import atomic_directory, write_json_atomic
 
 
@@ -20,20 +20,24 @@ def main(argv=None) -> int:
     parser.add_argument("--model", type=Path, required=True, help="model directory")
     parser.add_argument("--output", type=Path, required=True, help="Parquet directory to write")
     parser.add_argument("--k", type=int, default=10, help="items per user")
-    parser.add_argument("--exclude", type=Path, help="Parquet ratings (user, item columns) whose (user, item) pairs are never recommended")
+    parser.add_argument("--exclude", type=Path, help="Parquet ratings (user, item columns) whose (user, item) pairs are "
+                        "never recommended, besides the training items the model keeps")
+    parser.add_argument("--include-seen", action="store_true",
+                        help="allow items a user rated in training (by default they are never recommended)")
     parser.add_argument("--users", type=Path, help="Parquet file with a user column: recommend for these only")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     args = cli.parse_args(parser, argv)
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
     timer = cli.Timer()
-    model = dmf.ALS.load(args.model)
+    model = dmf.load(args.model)
     users = pd.read_parquet(args.users, columns=["user"])["user"] if args.users else None
     with cli.connect(args) as client:
         exclude = dd.read_parquet(args.exclude, columns=["user", "item"]) if args.exclude else None
         with timer("recommend"), atomic_directory(args.output, overwrite=args.overwrite) as staging:
-            recommendations = persist_with_progress(model.recommend(args.k, users=users, exclude=exclude, client=client),
-                                                    client, "top-k")
+            top_k = model.recommend(args.k, users=users, exclude=exclude, exclude_seen=not args.include_seen,
+                                    client=client)
+            recommendations = persist_with_progress(top_k, client, "top-k")
             recommendations.to_parquet(staging, write_index=False)
             rows = len(recommendations)  # counted from the persisted partitions, not by reading the output back
     write_json_atomic(Path(f"{args.output}.summary.json"), cli.summary(args, rows={"recommendations": rows},

@@ -7,8 +7,9 @@ import pytest
 from distributed import Client, LocalCluster, get_task_stream
 
 import dmf
-from dmf.training import ITEM_STREAM, initial_factors
-from dmf.vocabulary import stable_id_hashes
+from dmf.engine.solve import initial_factors
+from dmf.random import ITEM_FACTOR_STREAM as ITEM_STREAM
+from dmf.random import id_hashes as stable_id_hashes
 from helpers import dense_als, random_ratings
 
 # Per-row solves agree with np.linalg.solve to ~1e-12; factors are stored as float32, so
@@ -127,7 +128,8 @@ def test_warm_start_continues_from_the_given_model(client):
 def test_graph_does_not_grow_with_epochs(client):
     """The scheduler holds a bounded number of tasks whatever the number of epochs: old factor
     tables and summaries are released."""
-    from dmf.training import BlockedALSTrainer, Objective
+    from dmf.engine.solve import Objective
+    from dmf.engine.trainer import BlockedALSTrainer
 
     ratings = dd.from_pandas(random_ratings(80, 60, 0.2, seed=9), npartitions=3)
     n_blocks = 3

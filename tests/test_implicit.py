@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 
 import dmf
-from dmf.training import ITEM_STREAM, initial_factors
-from dmf.vocabulary import stable_id_hashes
+from dmf.engine.solve import initial_factors
+from dmf.random import ITEM_FACTOR_STREAM as ITEM_STREAM
+from dmf.random import id_hashes as stable_id_hashes
 from helpers import dense_implicit_als, random_ratings
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
@@ -56,7 +57,7 @@ def test_nonnegative_factors_are_nonnegative_and_save(client, plays, estimator, 
     assert (model.user_factors_ >= 0).all() and (model.item_factors_ >= 0).all()
     assert (model.item_factors_ > 0).any()
     model.save(tmp_path / "m")
-    loaded = dmf.ALS.load(tmp_path / "m")
+    loaded = dmf.load(tmp_path / "m")
     assert type(loaded) is estimator and loaded.get_params() == model.get_params()
 
 
@@ -105,7 +106,7 @@ def test_implicit_cg_model_is_the_same_for_any_blocks(client, plays):
 def test_implicit_gram_of_the_joined_table_does_not_depend_on_blocks():
     """YᵀY for an implicit solve comes from the joined table: equal bit for bit whatever the
     blocks, where the sum of the blocks' Gram matrices is not (checked here on the same data)."""
-    from dmf.training import FactorTable, Objective, _joined_other, gram_of
+    from dmf.engine.solve import FactorTable, Objective, _joined_other, gram_of
 
     rng = np.random.default_rng(5)
     factors = rng.normal(size=(3000, 16)).astype(np.float32)

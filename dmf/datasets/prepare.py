@@ -32,11 +32,11 @@ import pyarrow.parquet as pq
 
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
 from dmf.datasets._text import DEFAULT_BLOCKSIZE
-from dmf.datasets.movielens import load_movielens
+from dmf.datasets.movielens import grouplens_split, load_movielens
 from dmf.datasets.releases import RELEASES
 from dmf.datasets.synthetic import generate_ratings, synthetic_spec
 from dmf.datasets.validation import MOVIELENS_SCALE, ValidatedRatings, validate_ratings
-from dmf.splits import IS_TEST, grouplens_split, mark_random, mark_temporal
+from dmf.data.splits import IS_TEST, mark_random, mark_temporal
 from dmf.storage import atomic_directory, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -271,7 +271,7 @@ def _plain_array(values) -> np.ndarray:
 def _summary(loaded: dict, input_rows: int, written: dict, scale, timings: dict, locals_: dict) -> dict:
     import distributed
 
-    import dmf
+    from dmf._version import __version__
 
     rows = written["rows"]
     if input_rows < 0:  # not validated: nothing was dropped
@@ -284,7 +284,7 @@ def _summary(loaded: dict, input_rows: int, written: dict, scale, timings: dict,
         "users": written["users"],
         "items": written["items"],
         "timings": {key: round(value, 3) for key, value in timings.items()},
-        "versions": {"dmf": dmf.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
+        "versions": {"dmf": __version__, "dask": dask.__version__, "distributed": distributed.__version__,
                      "pandas": pd.__version__, "pyarrow": pa.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
     }

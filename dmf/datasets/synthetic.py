@@ -1,7 +1,7 @@
 """MovieLens-like synthetic ratings, generated per partition on the workers.
 
 Every value is a pure function of the seed and the user (or item) id, drawn with
-counter-based random numbers (:mod:`dmf.datasets._counter`), so the data set is identical for
+counter-based random numbers (:mod:`dmf.random`), so the data set is identical for
 any partition count and no rating ever passes through the client. The model:
 
 - user activity: every user has at least ``min_user_ratings``; the rest of ``n_ratings`` is
@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
-from dmf.datasets._counter import counter_bits, counter_normal, counter_uniform
+from dmf.random import counter_bits, counter_normal, counter_uniform
 
 logger = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
-from dmf.ratings import DuplicatePolicy, read_ratings
+from dmf.data.ratings import DuplicatePolicy, read_ratings
 
 logger = logging.getLogger(__name__)
 

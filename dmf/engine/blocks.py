@@ -1,6 +1,7 @@
 """Dask stage that partitions ratings into row blocks stored as CSR arrays.
 
-Rows (users, or items) are cut into ``n_blocks`` contiguous index ranges. Every input
+Rows (users, or items) are cut into the contiguous index ranges of a
+:class:`~dmf.engine.layout.BlockLayout`. Every input
 partition is split once into one piece per block (``split_rows``, a counting sort by
 block); each block then concatenates its pieces and sorts them by (row, column) into a
 :class:`~dmf.kernels.RatingBlock` (``assemble_block``). Sorting makes a block's content
@@ -19,15 +20,10 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-from dmf._compiled import packed_sort_keys, split_by_bounds, sort_into_rows, unpack_sorted_keys
 from dmf.columns import ITEM, RATING, USER
-from dmf.kernels import RatingBlock
-
-
-def block_bounds(n_rows: int, n_blocks: int) -> np.ndarray:
-    """Boundaries (int64, length ``n_blocks + 1``) of ``n_blocks`` near-equal index ranges."""
-    n_blocks = max(1, min(n_blocks, max(n_rows, 1)))
-    return (np.arange(n_blocks + 1, dtype=np.int64) * n_rows) // n_blocks
+from dmf.engine._compiled import packed_sort_keys, sort_into_rows, split_by_bounds, unpack_sorted_keys
+from dmf.engine.kernels import RatingBlock
+from dmf.engine.layout import BlockLayout
 
 
 def split_rows(rows: np.ndarray, cols: np.ndarray, values: np.ndarray | None, bounds: np.ndarray) -> tuple:
@@ -113,28 +109,28 @@ def build_blocks(
     row_column: str,
     col_column: str,
     value_column: str | None,
-    n_rows: int,
-    n_blocks: int,
+    layout: BlockLayout,
     row_side: str,
     duplicates: str = "error",
 ) -> list:
-    """Delayed :class:`RatingBlock` objects, one per row block, from an indexed ratings frame.
+    """Delayed :class:`RatingBlock` objects, one per block of ``layout``, from an indexed
+    ratings frame.
 
     ``indexed`` holds integer row and column indices; tasks: one split per input partition,
     one assembly per block.
     """
-    bounds = block_bounds(n_rows, n_blocks)
+    bounds = layout.bounds
     split = dask.delayed(split_partition, nout=len(bounds) - 1, pure=True)
     pieces = [split(part, row_column, col_column, value_column, bounds) for part in indexed.to_delayed()]
     return _assemble_blocks(pieces, 0, bounds, row_side, duplicates)
 
 
-def build_rating_blocks(ratings: dd.DataFrame, user_ids, item_ids, n_users: int, n_items: int, n_blocks: int,
-                        placement=None) -> tuple:
+def build_rating_blocks(ratings: dd.DataFrame, user_ids, item_ids, user_layout: BlockLayout,
+                        item_layout: BlockLayout, placement=None) -> tuple:
     """Delayed user blocks and item blocks of ``ratings`` (id columns), from one split task
     per partition: ``user_ids``/``item_ids`` are vocabularies (or keys of them).
     ``placement(b)``, when given, is a context (e.g. a ``dask.annotate``) for block ``b``'s assembly."""
-    user_bounds, item_bounds = block_bounds(n_users, n_blocks), block_bounds(n_items, n_blocks)
+    user_bounds, item_bounds = user_layout.bounds, item_layout.bounds
     n_user_blocks, n_item_blocks = len(user_bounds) - 1, len(item_bounds) - 1
     split = dask.delayed(index_and_split, nout=n_user_blocks + n_item_blocks, pure=True)
     pieces = [split(part, user_ids, item_ids, user_bounds, item_bounds) for part in ratings.to_delayed()]
@@ -153,3 +149,8 @@ def _assemble_blocks(pieces: list, first: int, bounds: np.ndarray, row_side: str
             blocks.append(assemble([piece[first + b] for piece in pieces], int(bounds[b]), int(bounds[b + 1]),
                                    row_side, duplicates))
     return blocks
+
+
+def seen_pattern(block: RatingBlock) -> tuple[np.ndarray, np.ndarray]:
+    """A block's (row pointers, column indices): which columns each row has, without values."""
+    return block.indptr, block.cols

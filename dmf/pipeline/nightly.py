@@ -29,16 +29,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
-import pandas as pd
-
-from dmf.als import ALS
-from dmf._dask import persist_with_progress
-from dmf.cli import PipelineRefused, Timer, versions
-from dmf.columns import ITEM, USER
-from dmf.metrics import error_totals
-from dmf.ranking import ranking_metrics
-from dmf.ratings import read_ratings
+from dmf.scheduler import persist_with_progress
+from dmf.data.ratings import read_ratings
+from dmf.data.splits import random_split
+from dmf.estimators import ALS
+from dmf.pipeline.options import PipelineRefused, Timer, versions
+from dmf.stages.metrics import error_totals
+from dmf.stages.ranking import ranking_metrics
 from dmf.storage import atomic_directory, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -122,25 +119,6 @@ def exclusive_lock(path: Path) -> Iterator[None]:
             handle.truncate()
 
 
-def holdout_mask(part: pd.DataFrame, fraction: float, seed: int) -> np.ndarray:
-    """True for the pairs held out for testing: a hash of (seed, user, item) below ``fraction``.
-
-    A pair's side depends on the pair and the seed only, so it stays on the same side as
-    snapshots grow: a published model never trained on today's test pairs.
-    """
-    key = f"dmf-split-{seed:06d}"[:16].ljust(16, "0")
-    hashes = pd.util.hash_pandas_object(part[[USER, ITEM]], index=False, hash_key=key).to_numpy()
-    return hashes < np.uint64(min(max(fraction, 0.0), 1.0) * float(2**64 - 1))
-
-
-def _train_part(part: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
-    return part[~holdout_mask(part, fraction, seed)]
-
-
-def _test_part(part: pd.DataFrame, fraction: float, seed: int) -> pd.DataFrame:
-    return part[holdout_mask(part, fraction, seed)]
-
-
 def models_dir(home: Path) -> Path:
     return home / "models"
 
@@ -216,18 +194,20 @@ def run_nightly(config: NightlyConfig, client) -> dict:
             ratings = read_ratings(config.snapshot, duplicates=config.duplicates)
             ratings = client.persist(ratings)
             n_ratings = int(ratings.shape[0].compute())
-        train = ratings.map_partitions(_train_part, config.test_fraction, config.split_seed, meta=ratings._meta)
-        test = ratings.map_partitions(_test_part, config.test_fraction, config.split_seed, meta=ratings._meta)
-        published = ALS.load(published_path / "model") if published_path is not None else None
-        warm_start = published if published is not None and published.rank == config.params.get("rank", published.rank) else None
+        # a pair's side depends on (split seed, user, item) only: it stays on its side as the
+        # snapshot grows, so a published model never trained on today's test pairs
+        train, test = random_split(ratings, config.test_fraction, config.split_seed)
+        published = _load_published(published_path, test, client)
+        rank = config.params.get("rank", ALS().rank)
+        warm_start = published.model if published is not None and published.rank == rank else None
         with timer("fit"):
             model = ALS(**config.params).fit(train, client=client, validate=False, warm_start=warm_start)
         with timer("evaluate"):
             metrics = error_totals(model, test, client=client)
-            published_metrics = error_totals(published, test, client=client) if published is not None else None
+            published_metrics = published.metrics if published is not None else None
         with timer("recommend"):
-            recommendations = persist_with_progress(model.recommend(config.k, exclude=train, client=client), client,
-                                                    "top-k")
+            # the model knows each user's training items and excludes them
+            recommendations = persist_with_progress(model.recommend(config.k, client=client), client, "top-k")
             ranking = ranking_metrics(recommendations, test, k=config.k, relevance_threshold=config.relevance_threshold,
                                       catalog_size=len(model.item_ids_), client=client)
         metrics = {**metrics, "ranking": ranking}
@@ -264,3 +244,25 @@ def run_nightly(config: NightlyConfig, client) -> dict:
         write_json_atomic(config.home / "last-run.json", report)
         logger.info("published %s; current -> %s", version, version)
         return report
+
+
+class _Published:
+    """The current version's model and its metrics on this run's test pairs."""
+
+    def __init__(self, model: ALS, metrics: dict):
+        self.model, self.metrics, self.rank = model, metrics, model.rank
+
+
+def _load_published(path: Path | None, test, client) -> _Published | None:
+    """The published model, evaluated on this run's test pairs; None when there is none or
+    when it cannot serve as a baseline (damaged files, NaN factors): then the new model is
+    published without a gate, and the log says why, loudly."""
+    if path is None:
+        return None
+    try:
+        model = ALS.load(path / "model")
+        return _Published(model, error_totals(model, test, client=client))
+    except (OSError, ValueError) as problem:
+        logger.error("the published %s is no valid baseline (%s); publishing without a quality gate and without "
+                     "warm start", path.name, problem)
+        return None

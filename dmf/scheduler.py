@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import dask
-
 import asyncio
 import concurrent.futures
 import logging
+import os
+from typing import Any
+
+import dask
 
 from distributed import Client, as_completed, default_client, futures_of, wait
 from distributed.client import FuturesCancelledError
@@ -40,8 +40,6 @@ def resolve_client(client: "Client | None" = None) -> "Client | None":
 def total_threads(client: "Client | None") -> int:
     """Worker threads of the cluster, or local CPUs without a cluster."""
     if client is None:
-        import os
-
         return os.cpu_count() or 1
     return max(1, sum(client.nthreads().values()))
 
@@ -54,7 +52,8 @@ def broadcast(value: Any, client: "Client | None") -> Any:
     when its first task needs it. Without a cluster it is wrapped as a single delayed value.
     """
     if client is not None:
-        return client.scatter(value, hash=False)
+        # in a list, so that a tuple, list or dict is scattered as one value, not element-wise
+        return client.scatter([value], hash=False)[0]
     return dask.delayed(value, traverse=False)
 
 

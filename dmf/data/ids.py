@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pandas as pd
+
+from dmf.random import id_hashes
 
 #: Integer ids are looked up in a dense table (``table[id] = index``) when the largest id is
 #: below this many times the vocabulary size (plus ``_DENSE_SLACK``): no hash table to build
@@ -63,7 +63,7 @@ class IdVocabulary:
 
     def id_hashes(self) -> np.ndarray:
         """A stable 64-bit hash per id (uint64), independent of the vocabulary's other ids."""
-        return stable_id_hashes(self.ids)
+        return id_hashes(self.ids)
 
     def extended(self, extra_ids) -> "IdVocabulary":
         """A vocabulary whose first ``len(self)`` entries are this one's, then ``extra_ids``.
@@ -79,13 +79,3 @@ class IdVocabulary:
 def _kind(index: pd.Index) -> str:
     return "integer" if pd.api.types.is_integer_dtype(index.dtype) else "text"
 
-
-def stable_id_hashes(ids: pd.Index) -> np.ndarray:
-    """64-bit hashes of ids that depend on each id alone (integers: the value itself)."""
-    if pd.api.types.is_integer_dtype(ids.dtype):
-        return ids.to_numpy().astype(np.uint64)
-    return np.fromiter(
-        (int.from_bytes(hashlib.blake2b(str(v).encode(), digest_size=8).digest(), "little") for v in ids),
-        dtype=np.uint64,
-        count=len(ids),
-    )

@@ -19,7 +19,9 @@ import numpy as np
 from scipy.linalg import lapack, solve_triangular
 from scipy.optimize import nnls
 
-from dmf._compiled import EXPLICIT, GIVEN, IMPLICIT, IMPLICIT_LOSS, NO_LOSS, SQUARED_LOSS, cg_solve_rows, rating_scores
+from dmf.engine._compiled import (  # noqa: F401 - top_k_of_products is re-exported for the stages
+    EXPLICIT, GIVEN, IMPLICIT, IMPLICIT_LOSS, NO_LOSS, SQUARED_LOSS, cg_solve_rows, rating_scores, top_k_of_products,
+)
 
 #: Padded row lengths: rows are batched with others of the same padded length. The ladder
 #: depends on a row's count only, so a row's arithmetic is the same in any block layout.
@@ -305,25 +307,6 @@ def solve_spd(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
             raise np.linalg.LinAlgError(f"normal equations of a row are not positive definite (info={info})")
         out[row] = x
     return out
-
-
-def predict_ratings(
-    row_factors: np.ndarray,
-    col_factors: np.ndarray,
-    rows: np.ndarray,
-    cols: np.ndarray,
-    offset: np.ndarray | float = 0.0,
-    chunk: int = 1 << 16,
-) -> np.ndarray:
-    """``offset + sum(row_factors[rows] * col_factors[cols], axis=1)`` as float64.
-
-    The dot products run in the factors' dtype (float32 for models), in cache-sized chunks.
-    """
-    out = np.empty(len(rows), dtype=np.float64)
-    for begin in range(0, len(rows), chunk):
-        end = begin + chunk
-        out[begin:end] = np.einsum("ij,ij->i", row_factors[rows[begin:end]], col_factors[cols[begin:end]])
-    return out + offset
 
 
 def block_scores(block: RatingBlock, row_factors: np.ndarray, col_factors: np.ndarray) -> np.ndarray:

@@ -1,10 +1,10 @@
 """Train/test splits of a ratings Dask DataFrame, identical for any partitioning.
 
-- :func:`random_split`: a rating is in test when a counter-based hash of (seed, user, item)
-  falls below the fraction, so the split depends on the seed and the pair only;
+- :func:`random_split`: a rating is in test when a counter-based uniform of (seed, user id
+  hash, item id hash) falls below the fraction (:mod:`dmf.random`), so the split depends on
+  the seed and the pair only, for integer and string ids alike;
 - :func:`temporal_split`: each user's latest ``test_count`` ratings (or latest fraction)
   by timestamp, ties broken by item id; rows are shuffled by user so each user is whole;
-- :func:`grouplens_split`: GroupLens' own ml-100k files ``u1`` .. ``u5``, ``ua``, ``ub``.
 
 The ``mark_*`` functions add a boolean ``is_test`` column instead of splitting, so that a
 writer can produce train and test in one pass.
@@ -13,19 +13,17 @@ writer can produce train and test in one pass.
 from __future__ import annotations
 
 import logging
-import os
 
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
 from dmf.columns import ITEM, TIMESTAMP, USER
+from dmf.random import SPLIT_STREAM, counter_uniform, id_hashes
 
 logger = logging.getLogger(__name__)
 
 IS_TEST = "is_test"
-GROUPLENS_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
-_SPLIT_STREAM = 0x5B1D
 
 
 def mark_random(ratings: dd.DataFrame, test_fraction: float, seed: int) -> dd.DataFrame:
@@ -40,14 +38,14 @@ def mark_random(ratings: dd.DataFrame, test_fraction: float, seed: int) -> dd.Da
     return ratings.map_partitions(_mark_random_partition, float(test_fraction), int(seed), meta=meta)
 
 
-def _mark_random_partition(part: pd.DataFrame, test_fraction: float, seed: int) -> pd.DataFrame:
-    # imported here: dmf.datasets imports this module (prepare), and a worker may import this one first
-    from dmf.datasets._counter import counter_uniform
+def holdout_mask(part: pd.DataFrame, test_fraction: float, seed: int) -> np.ndarray:
+    """True for the rows of a pandas frame that :func:`mark_random` puts in test: a
+    counter-based uniform of (seed, user id hash, item id hash) below ``test_fraction``."""
+    return counter_uniform(seed, SPLIT_STREAM, id_hashes(part[USER]), id_hashes(part[ITEM])) < test_fraction
 
-    user_keys = pd.util.hash_array(part[USER].to_numpy())
-    item_keys = pd.util.hash_array(part[ITEM].to_numpy())
-    uniform = counter_uniform(seed, _SPLIT_STREAM, user_keys, item_keys)
-    return part.assign(**{IS_TEST: uniform < test_fraction})
+
+def _mark_random_partition(part: pd.DataFrame, test_fraction: float, seed: int) -> pd.DataFrame:
+    return part.assign(**{IS_TEST: holdout_mask(part, test_fraction, seed)})
 
 
 def mark_temporal(
@@ -122,18 +120,3 @@ def temporal_split(ratings: dd.DataFrame, *, test_count: int | None = None, test
     """(train, test) by :func:`mark_temporal`."""
     return split_marked(mark_temporal(ratings, test_count=test_count, test_fraction=test_fraction,
                                       min_train=min_train))
-
-
-def grouplens_split(folder: str | os.PathLike, name: str) -> tuple[dd.DataFrame, dd.DataFrame]:
-    """GroupLens' predefined ml-100k split ``name`` (``u1`` .. ``u5``, ``ua``, ``ub``) as (train, test).
-
-    Reads ``<name>.base`` and ``<name>.test`` from the ml-100k ``folder``; frames are
-    unvalidated, in canonical columns.
-    """
-    from dmf.datasets.movielens import detect_layout, load_ratings
-
-    if name not in GROUPLENS_SPLITS:
-        raise ValueError(f"unknown GroupLens split {name!r}; ml-100k has {', '.join(GROUPLENS_SPLITS)}")
-    if detect_layout(folder) != "100k":
-        raise ValueError(f"GroupLens splits {GROUPLENS_SPLITS} exist only in ml-100k; {folder} is not ml-100k")
-    return load_ratings(folder, file=f"{name}.base"), load_ratings(folder, file=f"{name}.test")

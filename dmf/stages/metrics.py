@@ -12,9 +12,11 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-from dmf import _dask
+from dmf import scheduler
 from dmf.columns import ITEM, PREDICTION, RATING, USER
-from dmf.scoring import ScoringState, as_dask_frame, require_columns
+from dmf.frames import as_dask_frame, require_columns
+from dmf.model.fitted import FittedModel
+from dmf.stages.predict import as_scorer, score_pairs
 
 _PARTIAL_COLUMNS = ["squared_error", "absolute_error", "count", "fallback", "dropped"]
 _PARTIAL_META = pd.DataFrame({c: pd.Series([], dtype="float64") for c in _PARTIAL_COLUMNS})
@@ -44,11 +46,23 @@ class Metric(float):
         return f"Metric({float(self)!r}, count={self.count}, n_fallback={self.n_fallback}, n_dropped={self.n_dropped})"
 
 
-def _model_partials(part: pd.DataFrame, state: ScoringState, unknown: str) -> pd.DataFrame:
-    prediction, fallback = state.score_pairs(part[USER], part[ITEM])
+def _model_partials(part: pd.DataFrame, model: FittedModel, unknown: str, clip: bool) -> pd.DataFrame:
+    prediction, fallback = score_pairs(model, part[USER], part[ITEM], clip)
     usable = ~fallback if unknown in ("nan", "drop") else np.ones(len(part), dtype=bool)
+    _refuse_non_finite(part[usable], prediction[usable], part[RATING].to_numpy(dtype=np.float64)[usable])
     errors = prediction[usable] - part[RATING].to_numpy(dtype=np.float64)[usable]
     return _partials(errors, int(fallback[usable].sum()), int((~usable).sum()))
+
+
+def _refuse_non_finite(part: pd.DataFrame, prediction: np.ndarray, rating: np.ndarray) -> None:
+    """A NaN or infinite rating or prediction would poison the sums (Dask's sum then skips the
+    partition while its count stays): refuse it, naming the side, count and examples."""
+    for side, values in (("test ratings", rating), ("predictions", prediction)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            example = part[[USER, ITEM]][bad].head(3).to_dict("records")
+            raise ValueError(f"{int(bad.sum())} {side} are NaN or infinite, e.g. for {example}; metrics refuse "
+                             "non-finite values (check the test set, or the model for NaN factors)")
 
 
 def _prediction_partials(part: pd.DataFrame) -> pd.DataFrame:
@@ -60,7 +74,9 @@ def _prediction_partials(part: pd.DataFrame) -> pd.DataFrame:
             f"{int(missing.sum())} test pairs have no prediction (NaN), e.g. {example}; metrics never drop them "
             "silently: predict with unknown='bias' or filter the test set first"
         )
-    return _partials(prediction - part[RATING].to_numpy(dtype=np.float64), 0, 0)
+    rating = part[RATING].to_numpy(dtype=np.float64)
+    _refuse_non_finite(part, prediction, rating)
+    return _partials(prediction - rating, 0, 0)
 
 
 def _partials(errors: np.ndarray, fallback: int, dropped: int) -> pd.DataFrame:
@@ -76,7 +92,9 @@ def error_totals(model_or_predictions, test, *, client=None) -> dict:
     Parameters
     ----------
     model_or_predictions
-        A fitted :class:`dmf.ALS`, or a DataFrame with ``user, item, prediction`` (and
+        A fitted estimator (its ``unknown`` and ``clip`` apply), a
+        :class:`~dmf.model.FittedModel` (the ``unknown`` and ``clip`` it was trained with),
+        or a DataFrame with ``user, item, prediction`` (and
         optionally ``rating``; otherwise it is joined to ``test`` on user and item).
     test
         Pandas or Dask DataFrame with canonical ``user, item, rating`` columns.
@@ -88,11 +106,12 @@ def error_totals(model_or_predictions, test, *, client=None) -> dict:
     """
     test = as_dask_frame(test, "test")
     require_columns(test, [USER, ITEM, RATING], "test")
-    client = _dask.resolve_client(client)
-    if hasattr(model_or_predictions, "scoring_state"):
-        model = model_or_predictions
-        state = _dask.broadcast(model.scoring_state(), client)
-        partials = test.map_partitions(_model_partials, state, model.unknown, meta=_PARTIAL_META)
+    client = scheduler.resolve_client(client)
+    scorer = as_scorer(model_or_predictions)
+    if scorer is not None:
+        model, unknown, clip = scorer
+        model_key = scheduler.broadcast(model.without_seen(), client)
+        partials = test.map_partitions(_model_partials, model_key, unknown, clip, meta=_PARTIAL_META)
         from_model = True
     else:
         predictions = as_dask_frame(model_or_predictions, "predictions")
@@ -102,7 +121,7 @@ def error_totals(model_or_predictions, test, *, client=None) -> dict:
             predictions = predictions[[USER, ITEM, PREDICTION]].merge(test[[USER, ITEM, RATING]], on=[USER, ITEM], how="right")
         partials = predictions.map_partitions(_prediction_partials, meta=_PARTIAL_META)
         from_model = False
-    (totals,) = _dask.compute([partials.sum()], client)
+    (totals,) = scheduler.compute([partials.sum()], client)
     count = int(totals["count"])
     if count == 0:
         raise ValueError("no test pairs to evaluate (the test set is empty or every pair was dropped)")

@@ -16,9 +16,9 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-from dmf import _dask
+from dmf import scheduler
 from dmf.columns import ITEM, RANK, RATING, USER
-from dmf.scoring import as_dask_frame, require_columns
+from dmf.frames import as_dask_frame, require_columns
 
 PrecisionDenominator = Literal["k", "min"]
 PRECISION_DENOMINATORS = ("k", "min")
@@ -207,7 +207,7 @@ def ranking_metrics(
     if not pd.api.types.is_integer_dtype(recommendations._meta[RANK].dtype):
         raise TypeError(f"recommendations column 'rank' must hold integers, got {recommendations._meta[RANK].dtype}")
     catalog_items = _catalog_items(catalog_size, catalog)
-    client = _dask.resolve_client(client)
+    client = scheduler.resolve_client(client)
 
     id_dtypes = {c: _common_id_dtype(recommendations, test, c) for c in (USER, ITEM)}
     ranked = recommendations[[USER, ITEM, RANK]].astype({**id_dtypes, RANK: "int64"})
@@ -221,7 +221,7 @@ def ranking_metrics(
     by_user = dd.concat([ranked, relevant]).shuffle(on=USER, npartitions=n_partitions)
     cutoff = k if k is not None else ranked[RANK].max()
     partials = by_user.map_partitions(ranking_partials_for_users, cutoff, precision_denominator, meta=_PARTIAL_META)
-    totals, recommended_items, cutoff, catalog_items = _dask.compute(
+    totals, recommended_items, cutoff, catalog_items = scheduler.compute(
         [partials.sum(), ranked[ITEM].nunique(split_out=1), cutoff, catalog_items], client
     )
     users = int(totals["users"])

@@ -40,35 +40,50 @@ def pipeline_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """ALS hyperparameters; defaults are :class:`dmf.ALS`'s."""
-    from dmf import ALS
+def add_estimator_options(parser: argparse.ArgumentParser, estimator_class: type) -> None:
+    """One option per parameter of ``estimator_class``, derived from its parameter spec:
+    type, choices, default and help; booleans as ``--name/--no-name``."""
+    from dmf.model.params import param_specs
 
-    defaults = ALS().get_params()
-    group = parser.add_argument_group("model")
-    group.add_argument("--rank", type=int, default=defaults["rank"], help="factor length k")
-    group.add_argument("--reg", type=float, default=defaults["reg"], help="λ per rating on factors (ALS-WR)")
-    group.add_argument("--bias-reg", type=float, default=defaults["bias_reg"], help="λ per rating on biases")
-    group.add_argument("--damping", type=float, default=defaults["damping"], help="count-independent factor penalty")
-    group.add_argument("--bias-damping", type=float, default=defaults["bias_damping"],
-                       help="count-independent bias penalty")
-    group.add_argument("--max-iter", type=int, default=defaults["max_iter"], help="epochs")
-    group.add_argument("--seed", type=int, default=defaults["seed"], help="seed of the initial factors")
-    group.add_argument("--n-blocks", type=int, default=defaults["n_blocks"], help="blocks per side (default: one per worker thread)")
-    group.add_argument("--no-biases", dest="biases", action="store_false", help="no global mean and biases")
-    group.add_argument("--solver", choices=["cg", "cholesky"], default=defaults["solver"],
-                       help="warm-started conjugate-gradient steps, or exact Cholesky solves")
-    group.add_argument("--cg-steps", type=int, default=defaults["cg_steps"], help="conjugate-gradient steps per half-step")
-    group.add_argument("--nonnegative", action="store_true", help="factors >= 0 (NMF)")
+    group = parser.add_argument_group(f"model ({estimator_class.__name__} parameters)")
+    for spec in param_specs(estimator_class):
+        flag = "--" + spec.name.replace("_", "-")
+        text = spec.help.replace("%", "%%") + (f" None: {spec.none_means}." if spec.none_means else "")
+        if spec.kind == "bool":
+            group.add_argument(flag, dest=spec.name, action=argparse.BooleanOptionalAction, default=spec.default,
+                               help=text)
+        elif spec.kind == "choice":
+            group.add_argument(flag, dest=spec.name, choices=spec.choices, default=spec.default, help=text)
+        else:
+            group.add_argument(flag, dest=spec.name, type=int if spec.kind == "int" else float, default=spec.default,
+                               metavar=spec.name.upper(), help=text)
 
 
-def model_params(args: argparse.Namespace) -> dict:
-    return {
-        "rank": args.rank, "reg": args.reg, "bias_reg": args.bias_reg, "damping": args.damping,
-        "bias_damping": args.bias_damping,
-        "max_iter": args.max_iter, "seed": args.seed, "n_blocks": args.n_blocks, "biases": args.biases,
-        "solver": args.solver, "cg_steps": args.cg_steps, "nonnegative": args.nonnegative,
-    }
+def estimator_params(args: argparse.Namespace, estimator_class: type) -> dict:
+    """The values of ``estimator_class``'s parameters among the parsed ``args``."""
+    from dmf.model.params import param_specs
+
+    return {spec.name: getattr(args, spec.name) for spec in param_specs(estimator_class)}
+
+
+def _check_config_value(parser: argparse.ArgumentParser, path: Path, key: str, action: argparse.Action,
+                        value) -> None:
+    """A TOML value must have the option's type: ``force = "false"`` is an error, not true."""
+    flag = action.option_strings[0] if action.option_strings else action.dest
+    if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction, argparse.BooleanOptionalAction)):
+        ok, wanted = isinstance(value, bool), "true or false (a TOML boolean, unquoted)"
+    elif action.nargs not in (None, "?"):
+        ok, wanted = isinstance(value, list), "a list"
+    elif action.type is int:
+        ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
+    elif action.type is float:
+        ok, wanted = isinstance(value, (int, float)) and not isinstance(value, bool), "a number"
+    else:
+        ok, wanted = isinstance(value, str), "a string"
+    if ok and action.choices is not None and not isinstance(value, list):
+        ok, wanted = value in action.choices, "one of " + ", ".join(map(repr, action.choices))
+    if not ok:
+        parser.error(f"config file {path}: {key} = {value!r} must be {wanted} (as {flag} on the command line)")
 
 
 def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
@@ -82,12 +97,13 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
             parser.error(f"config file {first.config} does not exist")
         with open(first.config, "rb") as handle:
             values = tomllib.load(handle)
-        known = {action.dest for action in parser._actions}
+        actions = {action.dest: action for action in parser._actions}
         settings = {}
         for key, value in values.items():
             dest = key.replace("-", "_")
-            if dest not in known:
+            if dest not in actions:
                 parser.error(f"config file {first.config} has unknown option {key!r}")
+            _check_config_value(parser, first.config, key, actions[dest], value)
             settings[dest] = value
         parser.set_defaults(**settings)
     args = parser.parse_args(argv)
@@ -136,9 +152,9 @@ def versions() -> dict:
     import pandas
     import pyarrow
 
-    import dmf
+    from dmf._version import __version__
 
-    return {"dmf": dmf.__version__, "dask": dask.__version__, "distributed": distributed.__version__,
+    return {"dmf": __version__, "dask": dask.__version__, "distributed": distributed.__version__,
             "numpy": numpy.__version__, "pandas": pandas.__version__, "pyarrow": pyarrow.__version__,
             "python": platform.python_version()}
 

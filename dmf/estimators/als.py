@@ -1,0 +1,139 @@
+"""The ALS estimators: explicit feedback with biases (:class:`ALS`, NMF with
+``nonnegative=True``) and implicit feedback (:class:`ImplicitALS`), on the blocked engine."""
+
+from __future__ import annotations
+
+import dask.dataframe as dd
+import numpy as np
+import pandas as pd
+
+from dmf.columns import RATING
+from dmf.engine.solve import Objective
+from dmf.engine.trainer import fit_als
+from dmf.estimators.base import Estimator, estimator
+from dmf.model import params
+from dmf.model.fitted import FittedModel
+from dmf.model.params import param
+
+_SOLVER = ("Per row: 'cg' takes cg_steps conjugate-gradient steps from the previous epoch's factors (Takács et al. "
+           "2011; compiled, O(n_u·k) per step); 'cholesky' solves exactly (O(n_u·k²)).")
+
+
+class _BlockedALS(Estimator):
+    """Fitting shared by the ALS estimators: the objective comes from the parameters."""
+
+    def _objective(self) -> Objective:
+        raise NotImplementedError
+
+    def _prepare(self, ratings: dd.DataFrame) -> dd.DataFrame:
+        """The ratings the objective is fitted to (implicit models may transform them)."""
+        return ratings
+
+    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None) -> FittedModel:
+        return fit_als(self._prepare(ratings), self._objective(), max_iter=int(self.max_iter), seed=int(self.seed),
+                       n_blocks=self.n_blocks, client=client, warm_start=warm_start,
+                       estimator=type(self).__name__, params=self.get_params())
+
+
+@estimator
+class ALS(_BlockedALS):
+    """Alternating least squares with weighted-λ regularization and biases, on Dask.
+
+    The model is ``r̂(u, i) = μ + b_u + b_i + p_u · q_i`` (``biases=False``: ``p_u · q_i``).
+    Each half-step solves, for every user (then every item) ``u`` with ``n_u`` ratings,
+
+        minimize Σ_i (r_ui − μ − b_i − b_u − p_u·q_i)² + (reg·n_u + damping)·‖p_u‖²
+                 + (bias_reg·n_u + bias_damping)·b_u²
+
+    as in Zhou et al. (2008) / Spark MLlib, with Koren's biases learned jointly:
+    ``solver="cholesky"`` solves these normal equations exactly; the default ``solver="cg"``
+    takes 3 conjugate-gradient steps from the previous epoch's row, which reaches the same
+    test RMSE on MovieLens ml-100k and several times the speed at MovieLens-20M scale.
+    ``damping = bias_damping = 0`` and ``bias_reg = reg`` give plain ALS-WR. The defaults
+    were tuned on MovieLens ml-100k (mean test RMSE over GroupLens' u1..u5 splits).
+
+    {parameters}
+
+    Attributes
+    ----------
+    model_ : FittedModel
+        The fitted model; ``user_factors_``, ``item_factors_``, ``user_biases_``,
+        ``item_biases_``, ``user_ids_``, ``item_ids_``, ``global_mean_``, ``rating_range_``,
+        ``history_`` (per epoch: ``epoch``, ``train_rmse``, ``seconds``; epoch 1's include
+        building the rating blocks), ``n_ratings_``, ``n_blocks_`` read from it.
+    """
+
+    rank: int = params.rank(50)
+    reg: float = param(0.06, "λ, the regularization weight per rating on the factors (ALS-WR).", minimum=0)
+    bias_reg: float = param(0.0, "Regularization weight per rating on the biases.", minimum=0)
+    damping: float = param(6.0, "Count-independent extra penalty on factors; keeps rarely rated users and items, "
+                           "which ALS-WR barely regularizes, close to the bias model.", minimum=0)
+    bias_damping: float = param(2.0, "Count-independent penalty on biases: a bias shrinks like Σ residual / (n + "
+                                "bias_damping), Koren's baseline estimator.", minimum=0)
+    max_iter: int = params.max_iter(10)
+    seed: int = params.seed()
+    n_blocks: int | None = params.n_blocks()
+    biases: bool = param(True, "Learn the global mean and user and item biases.")
+    unknown: str = params.unknown()
+    clip: bool = param(True, "Clip predictions to the training ratings' range (recommendation scores are not "
+                       "clipped).")
+    solver: str = param("cg", _SOLVER, choices=("cg", "cholesky"))
+    cg_steps: int = param(3, "Conjugate-gradient steps per half-step (solver='cg').", minimum=1)
+    nonnegative: bool = param(False, "Constrain factors to be >= 0 (NMF: a nonnegative least-squares solve per "
+                              "row); biases stay unconstrained.")
+
+    def check_params(self) -> None:
+        super().check_params()
+        if self.reg == 0 and self.damping == 0:
+            raise ValueError("reg and damping are both 0: the normal equations may be singular; set reg > 0")
+
+    def _objective(self) -> Objective:
+        return Objective(
+            rank=int(self.rank), reg=float(self.reg), bias_reg=float(self.bias_reg), damping=float(self.damping),
+            bias_damping=float(self.bias_damping), use_biases=bool(self.biases), solver=self.solver,
+            cg_steps=int(self.cg_steps), nonnegative=bool(self.nonnegative),
+        )
+
+
+@estimator
+class ImplicitALS(_BlockedALS):
+    """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) on the same blocked engine.
+
+    Every observed value ``r`` (plays, clicks, or ratings) gives preference ``p = 1`` if
+    ``r > 0`` (else 0) with confidence ``c = 1 + alpha·|r|``; unobserved pairs have ``p = 0``,
+    ``c = 1``. Each half-step minimizes ``Σ_all c·(p − x·y)² + reg·‖x‖²`` per row using the Gram
+    trick: ``YᵀY`` is computed once per half-step and shared, so a row costs only its own
+    observations. Predictions and recommendation scores are preference scores ``x·y``; the
+    model has no biases. The per-epoch history records ``train_loss``.
+
+    {parameters}
+    """
+
+    rank: int = params.rank(32)
+    reg: float = param(0.05, "λ, the same for every row (not weighted by counts).", minimum=0, open_minimum=True)
+    alpha: float = param(1.0, "Confidence slope: c = 1 + alpha·|r|.", minimum=0)
+    threshold: float | None = param(None, "Turn explicit ratings into implicit data: ratings >= threshold become "
+                                    "observations of value 1, the others are dropped.", kind="float",
+                                    none_means="use the values as given")
+    max_iter: int = params.max_iter(15)
+    seed: int = params.seed()
+    n_blocks: int | None = params.n_blocks()
+    solver: str = param("cg", _SOLVER, choices=("cg", "cholesky"))
+    cg_steps: int = param(3, "Conjugate-gradient steps per half-step (solver='cg').", minimum=1)
+    nonnegative: bool = param(False, "Constrain factors to be >= 0.")
+    unknown: str = params.unknown()
+
+    def _objective(self) -> Objective:
+        return Objective(rank=int(self.rank), reg=float(self.reg), use_biases=False, implicit=True,
+                         alpha=float(self.alpha), solver=self.solver, cg_steps=int(self.cg_steps),
+                         nonnegative=bool(self.nonnegative))
+
+    def _prepare(self, ratings: dd.DataFrame) -> dd.DataFrame:
+        if self.threshold is None:
+            return ratings
+        return ratings.map_partitions(_positives, float(self.threshold), meta=ratings._meta)
+
+
+def _positives(part: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    kept = part[part[RATING] >= threshold]
+    return kept.assign(**{RATING: np.float32(1.0)})

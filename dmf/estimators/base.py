@@ -1,0 +1,230 @@
+"""What every dmf estimator shares: parameters from its spec, the fitted model, scoring,
+persistence. A new estimator declares its parameters and implements :meth:`Estimator._fit`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+import dask.dataframe as dd
+import numpy as np
+
+from dmf import scheduler
+from dmf.columns import ITEM, USER
+from dmf.data.ratings import read_ratings
+from dmf.frames import as_dask_frame, require_columns
+from dmf.model.fitted import FittedModel
+from dmf.model.params import param_specs, parameters_doc
+from dmf.model.persistence import load_model, save_model
+from dmf.stages.predict import predict_stage
+from dmf.stages.topk import recommend_stage
+
+#: Estimator classes by name, as written in model manifests (filled by :func:`estimator`).
+ESTIMATORS: dict[str, type[Estimator]] = {}
+
+
+def estimator(cls: type) -> type:
+    """Class decorator of an estimator: its annotated ``param(...)`` fields become the
+    constructor (keyword-only), ``get_params`` and validation; ``{parameters}`` in its
+    docstring becomes the numpydoc Parameters section; ``load`` finds it by name."""
+    cls = dataclasses.dataclass(kw_only=True, repr=False, eq=False)(cls)
+    if cls.__doc__ and "{parameters}" in cls.__doc__:
+        cls.__doc__ = cls.__doc__.replace("{parameters}", parameters_doc(cls))
+    ESTIMATORS[cls.__name__] = cls
+    return cls
+
+
+def _fitted_attribute(name: str, doc: str):
+    def read(self):
+        model = self.__dict__.get("model_")
+        if model is None:
+            raise AttributeError(f"{type(self).__name__} is not fitted yet (no {name}_): call fit(ratings) or "
+                                 f"{type(self).__name__}.load(directory)")
+        return _FITTED[name](model)
+
+    return property(read, doc=doc)
+
+
+def _zeros_if_none(biases: np.ndarray | None, n: int) -> np.ndarray:
+    return np.zeros(n, dtype=np.float32) if biases is None else biases
+
+
+_FITTED = {
+    "user_ids": lambda m: m.user_ids.ids,
+    "item_ids": lambda m: m.item_ids.ids,
+    "user_factors": lambda m: m.user_factors,
+    "item_factors": lambda m: m.item_factors,
+    "user_biases": lambda m: _zeros_if_none(m.user_biases, len(m.user_ids)),
+    "item_biases": lambda m: _zeros_if_none(m.item_biases, len(m.item_ids)),
+    "global_mean": lambda m: float(m.global_mean),
+    "rating_range": lambda m: tuple(m.rating_range),
+    "history": lambda m: m.history,
+    "n_ratings": lambda m: m.n_ratings,
+    "n_blocks": lambda m: m.n_blocks,
+}
+
+
+class Estimator:
+    """Base of the dmf estimators (see :func:`estimator`).
+
+    Fitted attributes (read from ``model_``, the :class:`~dmf.model.FittedModel`):
+    ``user_ids_``, ``item_ids_`` (pandas.Index, sorted; row ``j`` of the factor matrices
+    belongs to id ``j``), ``user_factors_``, ``item_factors_`` (float32, (n, rank)),
+    ``user_biases_``, ``item_biases_`` (float32, (n,); zeros for a model without biases),
+    ``global_mean_``, ``rating_range_``, ``history_`` (one dict per epoch), ``n_ratings_``,
+    ``n_blocks_``.
+    """
+
+    model_: FittedModel | None
+    #: Scoring defaults for estimators without these parameters.
+    unknown: ClassVar[str] = "bias"
+    clip: ClassVar[bool] = False
+
+    user_ids_ = _fitted_attribute("user_ids", "Sorted training user ids.")
+    item_ids_ = _fitted_attribute("item_ids", "Sorted training item ids.")
+    user_factors_ = _fitted_attribute("user_factors", "User factors, float32 (n_users, rank).")
+    item_factors_ = _fitted_attribute("item_factors", "Item factors, float32 (n_items, rank).")
+    user_biases_ = _fitted_attribute("user_biases", "User biases, float32 (n_users,).")
+    item_biases_ = _fitted_attribute("item_biases", "Item biases, float32 (n_items,).")
+    global_mean_ = _fitted_attribute("global_mean", "Mean training rating.")
+    rating_range_ = _fitted_attribute("rating_range", "(smallest, largest) training rating.")
+    history_ = _fitted_attribute("history", "One record per epoch.")
+    n_ratings_ = _fitted_attribute("n_ratings", "Training ratings.")
+    n_blocks_ = _fitted_attribute("n_blocks", "Blocks per side used in training.")
+
+    def __post_init__(self) -> None:
+        self.model_ = None
+        self.check_params()
+
+    # -- parameters ---------------------------------------------------------------------------
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments; ``type(m)(**m.get_params())`` builds an equal, unfitted model."""
+        return {spec.name: getattr(self, spec.name) for spec in param_specs(self)}
+
+    def set_params(self, **params: Any) -> Self:
+        """Change parameters (validated); returns ``self``."""
+        known = {spec.name for spec in param_specs(self)}
+        for name, value in params.items():
+            if name not in known:
+                raise TypeError(f"{type(self).__name__} has no parameter {name!r} (parameters: {', '.join(sorted(known))})")
+            setattr(self, name, value)
+        self.check_params()
+        return self
+
+    def check_params(self) -> None:
+        """Raise ``TypeError``/``ValueError`` naming the first invalid parameter."""
+        for spec in param_specs(self):
+            spec.check(getattr(self, spec.name))
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
+
+    # -- training -----------------------------------------------------------------------------
+    def fit(self, ratings, *, client=None, validate: bool = True, warm_start: Estimator | FittedModel | None = None
+            ) -> Self:
+        """Fit on a ratings table; returns ``self``.
+
+        Parameters
+        ----------
+        ratings
+            Anything :func:`dmf.read_ratings` accepts (Parquet path, pandas or Dask
+            DataFrame with canonical columns ``user, item, rating``).
+        client : distributed.Client, optional
+            Default: the current client; without one the local Dask scheduler is used.
+        validate
+            Run :func:`dmf.read_ratings` on ``ratings`` first. Pass ``False`` for a frame
+            that already came out of it.
+        warm_start
+            A fitted estimator or model whose factors start the users and items it knows
+            (others start from the seed).
+        """
+        self.check_params()
+        frame = read_ratings(ratings) if validate else as_dask_frame(ratings, "ratings")
+        if isinstance(warm_start, Estimator):
+            warm_start = warm_start.fitted_model()
+        self.model_ = self._fit(frame, client=scheduler.resolve_client(client), warm_start=warm_start)
+        return self
+
+    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None) -> FittedModel:
+        raise NotImplementedError
+
+    def fitted_model(self) -> FittedModel:
+        """The :class:`~dmf.model.FittedModel` (raises if not fitted)."""
+        if getattr(self, "model_", None) is None:
+            raise RuntimeError(f"this {type(self).__name__} is not fitted yet: call fit(ratings) or "
+                               f"{type(self).__name__}.load(directory)")
+        return self.model_
+
+    # -- scoring ------------------------------------------------------------------------------
+    def predict(self, pairs, *, client=None) -> dd.DataFrame:
+        """Predicted ratings: a Dask DataFrame ``user, item, prediction`` (float32).
+
+        ``pairs`` is a pandas or Dask DataFrame with ``user`` and ``item`` columns; other
+        columns are ignored. Unknown ids follow the ``unknown`` policy.
+        """
+        model = self.fitted_model()
+        pairs = as_dask_frame(pairs, "pairs")
+        require_columns(pairs, [USER, ITEM], "pairs")
+        client = scheduler.resolve_client(client)
+        return predict_stage(scheduler.broadcast(model.without_seen(), client), pairs[[USER, ITEM]], self.unknown,
+                             bool(self.clip))
+
+    def recommend(self, k: int = 10, users=None, exclude=None, *, exclude_seen: bool = True,
+                  client=None) -> dd.DataFrame:
+        """Top-``k`` items per user: a Dask DataFrame ``user, rank, item, score``.
+
+        Parameters
+        ----------
+        k
+            Items per user; users with fewer than ``k`` items left after exclusion get
+            fewer rows.
+        users
+            Ids to recommend for (default: every training user). Ids unknown to the model
+            get the bias model's ranking.
+        exclude
+            Pandas or Dask DataFrame of further ``user, item`` pairs never to recommend.
+        exclude_seen
+            Never recommend an item the user interacted with in training (the model keeps
+            these; a model loaded from a directory saved with ``seen=False`` has none).
+
+        Returns
+        -------
+        dask.dataframe.DataFrame
+            ``rank`` 1 is the best; ``score`` is the unclipped predicted rating; ties break
+            by the lower item index (item order of ``item_ids_``).
+        """
+        model = self.fitted_model()
+        client = scheduler.resolve_client(client)
+        n_blocks = getattr(self, "n_blocks", None) or 2 * scheduler.total_threads(client)
+        return recommend_stage(model, k, users, exclude, bool(exclude_seen), n_blocks, client)
+
+    # -- persistence --------------------------------------------------------------------------
+    def save(self, directory: str | os.PathLike, *, overwrite: bool = False, seen: bool = True) -> Path:
+        """Write the model to ``directory`` (JSON manifest + Parquet), atomically.
+
+        ``seen`` keeps the training interactions, so that the loaded model excludes what
+        each user has seen from recommendations (about 4 bytes per training rating).
+        """
+        model = self.fitted_model().replace(params=self.get_params())
+        return save_model(model, directory, overwrite=overwrite, seen=seen)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> Estimator:
+        """Read a model written by :meth:`save`; needs no cluster. ``Estimator.load`` (or
+        :func:`dmf.load`) returns whichever estimator wrote it; ``ALS.load`` requires an ALS."""
+        model = load_model(directory)
+        found = ESTIMATORS.get(model.estimator)
+        if found is None or not issubclass(found, cls):
+            raise ValueError(f"{directory} holds a {model.estimator!r} model, not {cls.__name__}")
+        estimator_ = found(**model.params)
+        estimator_.model_ = model
+        return estimator_
+
+
+def load(directory: str | os.PathLike) -> Estimator:
+    """The estimator saved in ``directory``, whichever kind it is."""
+    return Estimator.load(directory)
+

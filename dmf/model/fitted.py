@@ -1,0 +1,147 @@
+"""The fitted model: the one value every estimator produces and every stage consumes.
+
+Training returns a :class:`FittedModel`; warm start reads one; persistence writes and reads
+one; prediction, top-k, metrics and the nightly run take one. It holds no Dask objects and
+no client, so it can be sent to workers, saved and loaded without a cluster.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dmf.data.ids import IdVocabulary
+
+
+@dataclass(frozen=True, eq=False)
+class SeenItems:
+    """What each training user interacted with, in CSR form.
+
+    User row ``u`` (its index in the model's user vocabulary) saw the item indices
+    ``items[indptr[u]:indptr[u + 1]]``, sorted. These are the interactions the model was
+    trained on (for implicit feedback with a ``threshold``: the positives).
+
+    Attributes
+    ----------
+    indptr : ndarray of int64, shape (n_users + 1,)
+    items : ndarray of int32, shape (n_interactions,)
+    """
+
+    indptr: np.ndarray
+    items: np.ndarray
+
+    def __post_init__(self) -> None:
+        if self.indptr.ndim != 1 or len(self.indptr) == 0 or self.indptr[0] != 0 or self.indptr[-1] != len(self.items):
+            raise ValueError(f"seen items: row pointers must start at 0 and end at {len(self.items)} interactions")
+        if len(self.indptr) > 1 and np.any(np.diff(self.indptr) < 0):
+            raise ValueError("seen items: row pointers must not decrease")
+
+    @property
+    def n_users(self) -> int:
+        return len(self.indptr) - 1
+
+    def of_rows(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """CSR ``(indptr, items)`` of the given user rows, in that order; rows that are -1 or
+        past the trained users have nothing seen."""
+        user_rows = np.asarray(user_rows, dtype=np.int64)
+        known = (user_rows >= 0) & (user_rows < self.n_users)
+        starts = np.where(known, self.indptr[np.where(known, user_rows, 0)], 0)
+        counts = np.where(known, self.indptr[np.where(known, user_rows, 0) + 1] - starts, 0)
+        indptr = np.zeros(len(user_rows) + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        positions = np.repeat(starts - indptr[:-1], counts) + np.arange(indptr[-1], dtype=np.int64)
+        return indptr, self.items[positions]
+
+
+@dataclass(frozen=True, eq=False)
+class FittedModel:
+    """A fitted factorization ``r̂(u, i) = μ + b_u + b_i + p_u · q_i``.
+
+    Attributes
+    ----------
+    estimator : str
+        Name of the estimator class that produced it (``"ALS"``, ``"ImplicitALS"``, ...).
+    params : dict
+        That estimator's parameters (``get_params()``), JSON values.
+    user_ids, item_ids : IdVocabulary
+        Row ``j`` of the factor matrices belongs to id ``j`` of the vocabulary.
+    user_factors, item_factors : ndarray of float32, shape (n, rank)
+    user_biases, item_biases : ndarray of float32, shape (n,), or None
+        None when the model has no biases (then μ is not added to predictions either).
+    global_mean : float
+        Mean training rating μ.
+    rating_range : (float, float)
+        Smallest and largest training rating (predictions may be clipped to it).
+    n_ratings : int
+        Training ratings (after any transformation by the estimator).
+    n_blocks : int
+        Blocks per side the model was trained with (does not change the result).
+    history : list of dict
+        One record per epoch (``epoch``, a training metric, ``seconds``, ...).
+    seen : SeenItems or None
+        The training interactions; None when they were not kept (older model directories,
+        or ``save(..., seen=False)``).
+    """
+
+    estimator: str
+    params: dict
+    user_ids: IdVocabulary
+    item_ids: IdVocabulary
+    user_factors: np.ndarray
+    item_factors: np.ndarray
+    user_biases: np.ndarray | None
+    item_biases: np.ndarray | None
+    global_mean: float
+    rating_range: tuple[float, float]
+    n_ratings: int
+    n_blocks: int
+    history: list[dict] = field(default_factory=list)
+    seen: SeenItems | None = None
+
+    def __post_init__(self) -> None:
+        for side, ids, factors, biases in (("user", self.user_ids, self.user_factors, self.user_biases),
+                                           ("item", self.item_ids, self.item_factors, self.item_biases)):
+            if factors.ndim != 2 or factors.shape[0] != len(ids):
+                raise ValueError(f"{side} factors have shape {factors.shape}, expected ({len(ids)}, rank): "
+                                 f"one row per {side} id")
+            if biases is not None and biases.shape != (len(ids),):
+                raise ValueError(f"{side} biases have shape {biases.shape}, expected ({len(ids)},)")
+        if self.user_factors.shape[1] != self.item_factors.shape[1]:
+            raise ValueError(f"user factors have rank {self.user_factors.shape[1]}, item factors "
+                             f"{self.item_factors.shape[1]}")
+        if (self.user_biases is None) != (self.item_biases is None):
+            raise ValueError("a model has biases on both sides or on neither")
+        if self.seen is not None and self.seen.n_users != len(self.user_ids):
+            raise ValueError(f"seen items cover {self.seen.n_users} users, the model has {len(self.user_ids)}")
+
+    @property
+    def rank(self) -> int:
+        return int(self.user_factors.shape[1])
+
+    @property
+    def has_biases(self) -> bool:
+        return self.user_biases is not None
+
+    @property
+    def offset(self) -> float:
+        """What every prediction starts from: μ with biases, 0 without."""
+        return float(self.global_mean) if self.has_biases else 0.0
+
+    def replace(self, **changes) -> FittedModel:
+        """A copy with ``changes`` (fields of this class)."""
+        return dataclasses.replace(self, **changes)
+
+    def without_seen(self) -> FittedModel:
+        """The model without its training interactions (what a scoring task needs)."""
+        return self if self.seen is None else self.replace(seen=None)
+
+    def check_finite(self) -> None:
+        """Raise ``ValueError`` naming the table and count of NaN or infinite values."""
+        for name in ("user_factors", "item_factors", "user_biases", "item_biases"):
+            values = getattr(self, name)
+            if values is not None and not np.isfinite(values).all():
+                bad = int((~np.isfinite(values)).sum())
+                raise ValueError(f"{name} hold {bad} NaN or infinite values: the model is broken (a diverged fit "
+                                 "or a damaged file)")

@@ -1,0 +1,16 @@
+"""Every estimator passes the contract of tests/contract.py; a new one joins with one class."""
+
+import dmf
+from contract import EstimatorContract, contract_ratings, single_worker_cluster  # noqa: F401 - fixtures
+
+
+class TestALS(EstimatorContract):
+    estimator_class, defaults = dmf.ALS, {"rank": 4, "max_iter": 3}
+
+
+class TestNonnegativeALS(EstimatorContract):
+    estimator_class, defaults = dmf.ALS, {"rank": 4, "max_iter": 3, "nonnegative": True}
+
+
+class TestImplicitALS(EstimatorContract):
+    estimator_class, defaults = dmf.ImplicitALS, {"rank": 4, "max_iter": 3}
