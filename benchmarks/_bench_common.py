@@ -23,7 +23,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -199,7 +199,7 @@ class PeakMemory:
             self.load_samples.append(os.getloadavg()[0])
             self._stop.wait(self.interval)
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.extra_pids is not None:
             self._extra = set(self.extra_pids())
         self.peak_bytes = self.total_rss()
@@ -225,7 +225,7 @@ class Measurement:
         self.memory = PeakMemory(extra_pids)
         self.seconds = float("nan")
 
-    def __enter__(self) -> "Measurement":
+    def __enter__(self) -> Measurement:
         self.load_before = round(os.getloadavg()[0], 2)
         self.memory.__enter__()
         self._started = time.perf_counter()
@@ -246,7 +246,7 @@ class Measurement:
             "seconds": round(self.seconds, 3), "peak_memory_gib": self.peak_gib,
             "load_1min_before": self.load_before, "load_1min_after": self.load_after,
             "load_1min_mean": round(float(np.mean(self.memory.load_samples or [self.load_after])), 2),
-            "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "measured_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
 
 
@@ -353,7 +353,7 @@ class ResultsFile:
 
     def add_error(self, system: str, message: str) -> None:
         self.document["errors"].append({"system": system, "message": message[-2000:],
-                                        "at": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+                                        "at": datetime.now(UTC).isoformat(timespec="seconds")})
         self.save()
 
     def set(self, section: str, key: str, value) -> None:

@@ -262,10 +262,9 @@ def implicit_positives(split: Path, threshold: float):
 def run_implicit(args: argparse.Namespace, split: Path, results: common.ResultsFile) -> None:
     if args.resume and results.has(system="implicit", task="implicit-iteration", rank=args.implicit_rank, variant="cg"):
         return
-    from threadpoolctl import threadpool_limits
-
     import implicit
     from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
 
     user_items = implicit_positives(split, args.implicit_threshold)
     # implicit reads the matrix values as confidences c (positives p = 1); dmf uses c = 1 + alpha·r,
@@ -289,10 +288,9 @@ def run_implicit(args: argparse.Namespace, split: Path, results: common.ResultsF
 
 
 def run_dmf(args: argparse.Namespace, split: Path, results: common.ResultsFile) -> None:
+    import cloudpickle
     import dask.dataframe as dd
     from distributed import Client, LocalCluster, wait
-
-    import cloudpickle
 
     import dmf
 
@@ -342,7 +340,7 @@ def run_dmf(args: argparse.Namespace, split: Path, results: common.ResultsFile) 
                                         epoch_seconds=[round(epoch["seconds"], 3) for epoch in model.history_]))
                 if top_k_wanted:
                     with common.Measurement(cluster_pids) as measurement:
-                        recommendations = client.persist(model.recommend(TOP_K, exclude=train))
+                        recommendations = client.persist(model.recommend(TOP_K))  # the model excludes its training items
                         wait(recommendations)
                     n_rows = int(recommendations.map_partitions(len).compute().sum())
                     del recommendations

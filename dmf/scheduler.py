@@ -9,7 +9,6 @@ import os
 from typing import Any
 
 import dask
-
 from distributed import Client, as_completed, default_client, futures_of, wait
 from distributed.client import FuturesCancelledError
 from distributed.comm.core import CommClosedError
@@ -27,7 +26,7 @@ WORKER_FAILURES = (
 )
 
 
-def resolve_client(client: "Client | None" = None) -> "Client | None":
+def resolve_client(client: Client | None = None) -> Client | None:
     """``client`` if given, else the current distributed client, else ``None`` (local scheduler)."""
     if client is not None:
         return client
@@ -37,14 +36,14 @@ def resolve_client(client: "Client | None" = None) -> "Client | None":
         return None
 
 
-def total_threads(client: "Client | None") -> int:
+def total_threads(client: Client | None) -> int:
     """Worker threads of the cluster, or local CPUs without a cluster."""
     if client is None:
         return os.cpu_count() or 1
     return max(1, sum(client.nthreads().values()))
 
 
-def broadcast(value: Any, client: "Client | None") -> Any:
+def broadcast(value: Any, client: Client | None) -> Any:
     """Make ``value`` one key of the graph that every task can depend on.
 
     On a cluster the value is scattered once to one worker (no ``broadcast=True``: the Active
@@ -57,7 +56,7 @@ def broadcast(value: Any, client: "Client | None") -> Any:
     return dask.delayed(value, traverse=False)
 
 
-def persist(collections: list, client: "Client | None") -> list:
+def persist(collections: list, client: Client | None) -> list:
     """Persist delayed objects and wait until they are in memory."""
     if client is not None:
         persisted = client.persist(collections)
@@ -66,7 +65,7 @@ def persist(collections: list, client: "Client | None") -> list:
     return list(dask.persist(*collections))
 
 
-def persist_with_progress(collection, client: "Client | None", what: str):
+def persist_with_progress(collection, client: Client | None, what: str):
     """Persist a collection on the cluster and log ``what: i/n tasks done`` every tenth of its
     output tasks (a long stage's progress on a terminal or in a cron log)."""
     if client is None:
@@ -80,7 +79,7 @@ def persist_with_progress(collection, client: "Client | None", what: str):
     return persisted
 
 
-def compute(collections: list, client: "Client | None") -> list:
+def compute(collections: list, client: Client | None) -> list:
     """Compute collections and bring their (small) results to the client."""
     if client is not None:
         return client.compute(collections, sync=True)

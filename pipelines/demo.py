@@ -42,8 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
-    import dmf
     from distributed import Client, LocalCluster
+
+    import dmf
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
 

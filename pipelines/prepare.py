@@ -13,9 +13,8 @@ grouplens (ml-100k's own u1..u5/ua/ub files). OUTPUT appears only when complete.
 import json
 from pathlib import Path
 
+from dmf.datasets import GROUPLENS_SPLITS, prepare_dataset
 from dmf.pipeline import options as cli
-from dmf.datasets import prepare_dataset
-from dmf.datasets import GROUPLENS_SPLITS
 
 
 def main(argv=None) -> int:

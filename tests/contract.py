@@ -19,13 +19,13 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO_ROOT
 from distributed import Client, LocalCluster, get_task_stream
+from helpers import random_ratings
 
 import dmf
 from dmf.model import FittedModel
 from dmf.model.params import param_specs
-from conftest import REPO_ROOT
-from helpers import random_ratings
 
 N_USERS, N_ITEMS = 40, 30
 

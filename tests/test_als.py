@@ -1,16 +1,16 @@
 """Blocked ALS on a real 2-worker LocalCluster against independent references."""
 
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
-import dask.dataframe as dd
 import pytest
 from distributed import Client, LocalCluster, get_task_stream
+from helpers import dense_als, random_ratings
 
 import dmf
 from dmf.engine.solve import initial_factors
 from dmf.random import ITEM_FACTOR_STREAM as ITEM_STREAM
 from dmf.random import id_hashes as stable_id_hashes
-from helpers import dense_als, random_ratings
 
 # Per-row solves agree with np.linalg.solve to ~1e-12; factors are stored as float32, so
 # after 3 epochs the two implementations may differ in the last float32 bits.

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from cluster_harness import CLUSTER_DIR, SubprocessCluster, make_test_certificates
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the harness and scripts target Linux")

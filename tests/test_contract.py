@@ -1,7 +1,8 @@
 """Every estimator passes the contract of tests/contract.py; a new one joins with one class."""
 
-import dmf
 from contract import EstimatorContract, contract_ratings, single_worker_cluster  # noqa: F401 - fixtures
+
+import dmf
 
 
 class TestALS(EstimatorContract):

@@ -3,12 +3,12 @@
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import dense_implicit_als, random_ratings
 
 import dmf
 from dmf.engine.solve import initial_factors
 from dmf.random import ITEM_FACTOR_STREAM as ITEM_STREAM
 from dmf.random import id_hashes as stable_id_hashes
-from helpers import dense_implicit_als, random_ratings
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
 

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import scipy.sparse as sp
+from helpers import brute_force_top_k
 
 from dmf.engine._compiled import top_k_of_products
 from dmf.engine.kernels import RatingBlock, SolveOptions, padded_lengths, solve_rows
-from helpers import brute_force_top_k
 
 
 def _block(matrix: sp.csr_matrix, start: int = 0) -> RatingBlock:

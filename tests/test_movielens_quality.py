@@ -5,9 +5,9 @@ import sys
 
 import pandas as pd
 import pytest
+from conftest import REPO_ROOT
 
 import dmf
-from conftest import REPO_ROOT
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
 

@@ -8,11 +8,12 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import REPO_ROOT
+from helpers import random_ratings
 
 import dmf
-from conftest import REPO_ROOT
+from dmf.model.params import param_specs
 from dmf.pipeline.nightly import exclusive_lock
-from helpers import random_ratings
 
 PIPELINES = REPO_ROOT / "pipelines"
 
@@ -98,6 +99,27 @@ def test_second_nightly_exits_while_one_holds_the_lock(ratings_dir, tmp_path):
 
 
 def test_help_describes_every_pipeline():
-    for name in ("train.py", "evaluate.py", "recommend.py", "nightly.py"):
+    """Each script's own options, and every ALS parameter (derived from its spec) where models are trained."""
+    model_flags = ["--" + spec.name.replace("_", "-") for spec in param_specs(dmf.ALS)]
+    own = {"train.py": ["--ratings", "--output", "--warm-start", "--duplicates", *model_flags, "--no-biases"],
+           "nightly.py": ["--snapshot", "--home", "--split-seed", "--tolerance", "--force", *model_flags, "--no-clip"],
+           "evaluate.py": ["--model", "--test", "--relevance-threshold", "--unknown"],
+           "recommend.py": ["--model", "--output", "--users", "--exclude", "--include-seen"]}
+    for name, flags in own.items():
         result = run_pipeline(name, "--help")
-        assert result.returncode == 0 and "--scheduler" in result.stdout and "--config" in result.stdout
+        assert result.returncode == 0
+        assert [flag for flag in flags if not re.search(rf"{flag}\b", result.stdout)] == [], name
+
+
+@pytest.mark.parametrize("line, complaint", [
+    ('force = "false"', "force = 'false' must be true or false"),
+    ("rank = true", "rank = True must be an integer"),
+    ('reg = "0.1"', "reg = '0.1' must be a number"),
+    ('solver = "lu"', "solver = 'lu' must be one of 'cg', 'cholesky'"),
+])
+def test_config_values_must_have_the_option_type(tmp_path, ratings_dir, line, complaint):
+    config = tmp_path / "typed.toml"
+    config.write_text(f'snapshot = "{ratings_dir}"\nhome = "{tmp_path / "home"}"\n{line}\n')
+    result = run_pipeline("nightly.py", "--config", config)
+    assert result.returncode == 2 and complaint in result.stderr, result.stderr
+    assert not (tmp_path / "home").exists()

@@ -9,7 +9,6 @@ import subprocess
 
 import pandas as pd
 import pytest
-
 from conftest import REPO_ROOT
 
 

@@ -42,11 +42,11 @@ def test_timestamp_is_optional():
     ],
 )
 def test_bad_input_raises_an_error_that_names_the_problem(frame, message, tmp_path):
-    target = tmp_path / "model"
+    model = dmf.ALS(rank=2, max_iter=1)
     with pytest.raises(ValueError, match=message):
-        with atomic_directory(target):
-            dmf.ALS(rank=2, max_iter=1).fit(frame)
-    assert list(tmp_path.iterdir()) == []
+        model.fit(frame).save(tmp_path / "model")
+    assert model.model_ is None  # no half-fitted state is left on the estimator
+    assert list(tmp_path.iterdir()) == []  # and nothing was written
 
 
 def test_wrong_source_and_id_types_raise_type_errors():

@@ -7,9 +7,9 @@ import sys
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import brute_force_top_k, random_ratings
 
 import dmf
-from helpers import brute_force_top_k, random_ratings
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
+from helpers import random_ratings
 
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
-from dmf.datasets import load_ratings
-from dmf.data.splits import mark_random, mark_temporal, random_split, temporal_split
-from dmf.datasets import grouplens_split
+from dmf.data.splits import holdout_mask, mark_random, mark_temporal, random_split, temporal_split
+from dmf.datasets import grouplens_split, load_ratings
 
 KEY = [USER, ITEM]
 
@@ -99,3 +99,13 @@ def test_bad_parameters_name_the_problem(tmp_path):
         mark_temporal(frame.drop(columns=TIMESTAMP), test_count=1)
     with pytest.raises(ValueError, match="unknown GroupLens split 'u9'"):
         grouplens_split(tmp_path, "u9")
+
+
+@pytest.mark.parametrize("prefix", [None, "user-"], ids=["integer ids", "string ids"])
+def test_the_split_seed_changes_the_split_for_any_id_type(prefix):
+    """Integer ids once ignored the seed (pandas' hash_key applies to strings only)."""
+    frame = random_ratings(200, 50, 0.2, seed=4, user_prefix=prefix)
+    masks = {seed: holdout_mask(frame, 0.2, seed) for seed in (0, 1, 1_000_000, 1_000_001)}
+    assert len({mask.tobytes() for mask in masks.values()}) == 4
+    np.testing.assert_array_equal(holdout_mask(frame, 0.2, 1_000_001), masks[1_000_001])
+    assert abs(masks[0].mean() - 0.2) < 0.03

@@ -65,7 +65,7 @@ class IdVocabulary:
         """A stable 64-bit hash per id (uint64), independent of the vocabulary's other ids."""
         return id_hashes(self.ids)
 
-    def extended(self, extra_ids) -> "IdVocabulary":
+    def extended(self, extra_ids) -> IdVocabulary:
         """A vocabulary whose first ``len(self)`` entries are this one's, then ``extra_ids``.
 
         Only used for scoring requests; the extension is not sorted after the original ids.

@@ -154,7 +154,7 @@ def _select_and_rename(frame: dd.DataFrame, *, user, item, rating, timestamp) ->
 
 
 def _is_text(dtype) -> bool:
-    return pd.api.types.is_string_dtype(dtype) or dtype == object
+    return pd.api.types.is_string_dtype(dtype) or dtype == object  # noqa: E721 - a NumPy dtype, not a type
 
 
 _PROBLEM_META = pd.DataFrame(

@@ -31,12 +31,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
+from dmf.data.splits import IS_TEST, mark_random, mark_temporal
 from dmf.datasets._text import DEFAULT_BLOCKSIZE
 from dmf.datasets.movielens import grouplens_split, load_movielens
 from dmf.datasets.releases import RELEASES
 from dmf.datasets.synthetic import generate_ratings, synthetic_spec
 from dmf.datasets.validation import MOVIELENS_SCALE, ValidatedRatings, validate_ratings
-from dmf.data.splits import IS_TEST, mark_random, mark_temporal
 from dmf.storage import atomic_directory, write_json_atomic
 
 logger = logging.getLogger(__name__)

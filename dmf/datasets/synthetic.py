@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
-from dmf.random import counter_bits, counter_normal, counter_uniform
+from dmf.random import counter_normal, counter_uniform
 
 logger = logging.getLogger(__name__)
 

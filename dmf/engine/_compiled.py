@@ -158,7 +158,7 @@ def _regularizer_image(penalty, base_gram, use_gram, v, out):  # pragma: no cove
     for j in range(width):
         total = penalty[j] * v[j]
         if use_gram:
-            for l in range(width):
+            for l in range(width):  # noqa: E741 - the Gram column, as in the papers
                 total += base_gram[j, l] * v[l]
         out[j] = total
 

@@ -20,7 +20,15 @@ from scipy.linalg import lapack, solve_triangular
 from scipy.optimize import nnls
 
 from dmf.engine._compiled import (  # noqa: F401 - top_k_of_products is re-exported for the stages
-    EXPLICIT, GIVEN, IMPLICIT, IMPLICIT_LOSS, NO_LOSS, SQUARED_LOSS, cg_solve_rows, rating_scores, top_k_of_products,
+    EXPLICIT,
+    GIVEN,
+    IMPLICIT,
+    IMPLICIT_LOSS,
+    NO_LOSS,
+    SQUARED_LOSS,
+    cg_solve_rows,
+    rating_scores,
+    top_k_of_products,
 )
 
 #: Padded row lengths: rows are batched with others of the same padded length. The ladder

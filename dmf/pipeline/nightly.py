@@ -24,16 +24,16 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
-from dmf.scheduler import persist_with_progress
 from dmf.data.ratings import read_ratings
 from dmf.data.splits import random_split
 from dmf.estimators import ALS
 from dmf.pipeline.options import PipelineRefused, Timer, versions
+from dmf.scheduler import persist_with_progress
 from dmf.stages.metrics import error_totals
 from dmf.stages.ranking import ranking_metrics
 from dmf.storage import atomic_directory, write_json_atomic

@@ -15,7 +15,6 @@ import pandas as pd
 
 from dmf import scheduler
 from dmf.columns import ITEM, ITEM_INDEX, RANK, SCORE, USER, USER_INDEX
-
 from dmf.engine.blocks import build_blocks, seen_pattern
 from dmf.engine.kernels import top_k_of_products
 from dmf.engine.layout import BlockLayout
