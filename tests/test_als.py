@@ -9,8 +9,7 @@ from helpers import dense_als, random_ratings
 
 import dmf
 from dmf.engine.solve import initial_factors
-from dmf.random import ITEM_FACTOR_STREAM as ITEM_STREAM
-from dmf.random import id_hashes as stable_id_hashes
+from dmf.random import ITEM_FACTOR_STREAM, id_hashes
 
 # Per-row solves agree with np.linalg.solve to ~1e-12; factors are stored as float32, so
 # after 3 epochs the two implementations may differ in the last float32 bits.
@@ -25,7 +24,7 @@ def test_fit_equals_dense_numpy_als(client, biases):
     with get_task_stream(client) as stream:
         model = dmf.ALS(**params, seed=11, n_blocks=3).fit(ratings)
     items = np.sort(ratings["item"].unique())
-    start = initial_factors(stable_id_hashes(pd.Index(items)), 4, 11, ITEM_STREAM)
+    start = initial_factors(id_hashes(pd.Index(items)), 4, 11, ITEM_FACTOR_STREAM)
     reference = dense_als(ratings, start, reg=0.1, bias_reg=0.05, damping=0.5, bias_damping=1.5, iterations=3,
                           biases=biases)
     assert list(model.user_ids_) == list(reference["users"])
@@ -113,7 +112,7 @@ def test_warm_start_continues_from_the_given_model(client):
     published = dmf.ALS(max_iter=2, **params).fit(old)
     warm = dmf.ALS(max_iter=1, **params).fit(ratings, warm_start=published)
     items = np.sort(ratings["item"].unique())
-    start = initial_factors(stable_id_hashes(pd.Index(items)), 4, 11, ITEM_STREAM)
+    start = initial_factors(id_hashes(pd.Index(items)), 4, 11, ITEM_FACTOR_STREAM)
     known = published.item_ids_.get_indexer(items)
     assert (known >= 0).sum() == len(published.item_ids_) and (known < 0).any()
     start[known >= 0] = published.item_factors_[known[known >= 0]]

@@ -7,8 +7,7 @@ from helpers import dense_implicit_als, random_ratings
 
 import dmf
 from dmf.engine.solve import initial_factors
-from dmf.random import ITEM_FACTOR_STREAM as ITEM_STREAM
-from dmf.random import id_hashes as stable_id_hashes
+from dmf.random import ITEM_FACTOR_STREAM, id_hashes
 
 COLUMNS = ["user", "item", "rating", "timestamp"]
 
@@ -21,7 +20,7 @@ def plays():
 
 def _reference(plays, iterations, seed=4):
     items = np.sort(plays["item"].unique())
-    start = initial_factors(stable_id_hashes(pd.Index(items)), 4, seed, ITEM_STREAM)
+    start = initial_factors(id_hashes(pd.Index(items)), 4, seed, ITEM_FACTOR_STREAM)
     return dense_implicit_als(plays, start, alpha=2.0, reg=0.3, iterations=iterations)
 
 

@@ -84,3 +84,12 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_directory(tmp_path):
             raise RuntimeError("killed half way")
     assert (target / "a.txt").read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]
+
+
+def test_mixed_integer_and_string_ids_are_refused_not_merged():
+    """1 and "1" would become one user (and every output id a string)."""
+    frame = pd.DataFrame({"user": pd.Series([1, "1", "u2", 3], dtype=object), "item": [10, 10, 11, 12],
+                          "rating": [4.0, 3.0, 5.0, 1.0]})
+    with pytest.raises(ValueError, match=r"column 'user' mixes strings with other ids .* 2 of 4 rows"):
+        dmf.read_ratings(frame)
+    assert len(dmf.read_ratings(frame.assign(user=frame["user"].astype(str))).compute()) == 4

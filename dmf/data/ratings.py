@@ -177,6 +177,12 @@ def _partition_problems(part: pd.DataFrame) -> pd.DataFrame:
             np.abs(numeric.to_numpy(dtype="float64", na_value=0.0)) > np.finfo(np.float32).max
         ),
     }
+    for column in (USER, ITEM):
+        if part[column].dtype == object and pd.api.types.infer_dtype(part[column], skipna=True) != "string":
+            # 1 and "1" would become one id (and every id a string): refuse rather than merge
+            checks[f"column {column!r} mixes strings with other ids (cast it to one type, e.g. .astype(str))"] = (
+                part[column].notna() & ~part[column].map(lambda value: isinstance(value, str))
+            ).to_numpy()
     records = [{"problem": "", "count": 0, "examples": "", "rows": len(part)}]
     for problem, mask in checks.items():
         if mask.any():
