@@ -88,7 +88,7 @@ def test_failed_write_leaves_nothing_and_keeps_the_old_directory(tmp_path):
 
 def test_mixed_integer_and_string_ids_are_refused_not_merged():
     """1 and "1" would become one user (and every output id a string)."""
-    frame = pd.DataFrame({"user": pd.Series([1, "1", "u2", 3], dtype=object), "item": [10, 10, 11, 12],
+    frame = pd.DataFrame({"user": pd.Series([1, "1", "u2", 3], dtype=object), "item": [10, 11, 12, 13],
                           "rating": [4.0, 3.0, 5.0, 1.0]})
     with pytest.raises(ValueError, match=r"column 'user' mixes strings with other ids .* 2 of 4 rows"):
         dmf.read_ratings(frame)

@@ -72,6 +72,8 @@ def read_ratings(
     """
     if duplicates not in _DUPLICATE_POLICIES:
         raise ValueError(f"duplicates must be one of {_DUPLICATE_POLICIES}, got {duplicates!r}")
+    if isinstance(source, pd.DataFrame):
+        _refuse_mixed_ids(source, [user, item])
     frame = _as_dask_frame(source, npartitions)
     frame = _select_and_rename(frame, user=user, item=item, rating=rating, timestamp=timestamp)
 
@@ -178,11 +180,9 @@ def _partition_problems(part: pd.DataFrame) -> pd.DataFrame:
         ),
     }
     for column in (USER, ITEM):
-        if part[column].dtype == object and pd.api.types.infer_dtype(part[column], skipna=True) != "string":
-            # 1 and "1" would become one id (and every id a string): refuse rather than merge
-            checks[f"column {column!r} mixes strings with other ids (cast it to one type, e.g. .astype(str))"] = (
-                part[column].notna() & ~part[column].map(lambda value: isinstance(value, str))
-            ).to_numpy()
+        mixed = _mixed_ids(part[column])
+        if mixed is not None:
+            checks[f"column {column!r} {_MIXED}"] = mixed
     records = [{"problem": "", "count": 0, "examples": "", "rows": len(part)}]
     for problem, mask in checks.items():
         if mask.any():
@@ -191,6 +191,27 @@ def _partition_problems(part: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame.from_records(records, columns=list(_PROBLEM_META.columns)).astype(
         _PROBLEM_META.dtypes.to_dict()
     )
+
+
+_MIXED = "mixes strings with other ids (cast it to one type, e.g. .astype(str))"
+
+
+def _mixed_ids(ids: pd.Series) -> np.ndarray | None:
+    """Mask of the non-string ids of an object column that also holds strings, or None.
+    1 and "1" would become one id (and every id a string): dmf refuses rather than merges."""
+    if ids.dtype != object or pd.api.types.infer_dtype(ids, skipna=True) in ("string", "integer", "empty"):
+        return None
+    return (ids.notna() & ~ids.map(lambda value: isinstance(value, str))).to_numpy()
+
+
+def _refuse_mixed_ids(frame: pd.DataFrame, columns: list[str]) -> None:
+    """Check a pandas source before Dask turns its object columns into strings (which merges 1 and "1")."""
+    for column in columns:
+        mixed = _mixed_ids(frame[column]) if column in frame.columns else None
+        if mixed is not None and mixed.any():
+            examples = frame[mixed].head(_EXAMPLES).to_dict("records")
+            raise ValueError(f"invalid ratings: column {column!r} {_MIXED}: {int(mixed.sum())} of {len(frame)} rows, "
+                             f"e.g. {examples}")
 
 
 def _raise_for_problems(summary: pd.DataFrame) -> None:
