@@ -6,7 +6,9 @@ import asyncio
 import concurrent.futures
 import logging
 import os
-from typing import Any
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import dask
 from distributed import Client, as_completed, default_client, futures_of, wait
@@ -15,6 +17,7 @@ from distributed.comm.core import CommClosedError
 from distributed.scheduler import KilledWorker
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Exceptions by which the cluster reports that work or data was lost with a worker.
 WORKER_FAILURES = (
@@ -24,6 +27,42 @@ WORKER_FAILURES = (
     concurrent.futures.CancelledError,
     asyncio.CancelledError,
 )
+
+
+class SchedulerLost(RuntimeError):
+    """The client lost its scheduler: no retry can help; restart the scheduler and rerun."""
+
+
+def check_scheduler(client: Client | None, failure: BaseException, grace: float = 2.0) -> None:
+    """Raise :class:`SchedulerLost` (from ``failure``) when ``client`` is no longer connected to
+    its scheduler, so that a lost scheduler is not mistaken for a lost worker. The client may
+    notice a closed connection a moment after the failure: its status is watched for up to
+    ``grace`` seconds (only on this failure path)."""
+    if client is None:
+        return
+    deadline = time.monotonic() + grace
+    while client.status == "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if client.status != "running":
+        address = getattr(client.scheduler, "address", None) or "the scheduler"
+        raise SchedulerLost(f"lost the connection to the scheduler at {address} (client status {client.status!r}); "
+                            "the work cannot continue: restart the scheduler and run again") from failure
+
+
+def retry_on_worker_loss(run: Callable[[], T], what: str, client: Client | None, attempts: int = 3) -> T:
+    """``run()``, run again (at most ``attempts`` times in all) when a worker dies and takes data
+    with it. ``run`` must build its graph anew each time: values it broadcast are gone with
+    the worker (a scattered value has no lineage to recompute it from)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return run()
+        except WORKER_FAILURES as failure:
+            check_scheduler(client, failure)
+            if attempt == attempts:
+                raise
+            logger.warning("%s lost data on a failed worker (%s: %s); running it again (attempt %d of %d)",
+                           what, type(failure).__name__, failure, attempt + 1, attempts)
+    raise AssertionError("unreachable")
 
 
 def resolve_client(client: Client | None = None) -> Client | None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import dmf
 from dmf.pipeline import options as cli
-from dmf.pipeline.nightly import NightlyConfig, run_nightly
+from dmf.pipeline.nightly import NightlyConfig, exclusive_lock, run_nightly
 
 
 def main(argv=None) -> int:
@@ -40,8 +40,9 @@ def main(argv=None) -> int:
         split_seed=args.split_seed, tolerance=args.tolerance, keep=args.keep, k=args.k,
         relevance_threshold=args.relevance_threshold, duplicates=args.duplicates, force=args.force,
     )
-    with cli.connect(args) as client:
-        report = run_nightly(config, client)
+    # the lock first: a second run is refused before it starts a cluster
+    with exclusive_lock(args.home / "nightly.lock"), cli.connect(args) as client:
+        report = run_nightly(config, client, lock_held=True)
     if report["status"] == "unchanged":
         print(f"unchanged: the snapshot and settings are those of {report['current']}, which stays current "
               f"(--force retrains)")

@@ -338,6 +338,15 @@ class SubprocessCluster:
             self.wait_for_workers(len(self._workers))
         return worker.pid
 
+    def kill_scheduler(self) -> int:
+        """SIGKILL the scheduler process; return its PID. Workers stay up (and cannot reconnect)."""
+        if self._scheduler is None:
+            raise RuntimeError("the scheduler is not running")
+        scheduler = self._scheduler
+        _signal_group(scheduler.popen, signal.SIGKILL)
+        scheduler.popen.wait(timeout=self.startup_timeout)
+        return scheduler.popen.pid
+
     def start_worker(self) -> int:
         """Start one more worker and wait until the scheduler has it; return its PID."""
         worker = self._spawn_worker()

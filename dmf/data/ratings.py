@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Literal
 
 import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
 
@@ -74,6 +77,8 @@ def read_ratings(
         raise ValueError(f"duplicates must be one of {_DUPLICATE_POLICIES}, got {duplicates!r}")
     if isinstance(source, pd.DataFrame):
         _refuse_mixed_ids(source, [user, item])
+    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
+        check_file_schemas(source, [user, item, rating], timestamp)
     frame = _as_dask_frame(source, npartitions)
     frame = _select_and_rename(frame, user=user, item=item, rating=rating, timestamp=timestamp)
 
@@ -132,6 +137,43 @@ def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
         "ratings source must be a Parquet path, a pandas DataFrame or a Dask DataFrame, "
         f"got {type(source).__name__}"
     )
+
+
+def check_file_schemas(directory: str | os.PathLike, columns: list[str], timestamp: str | None) -> None:
+    """Every Parquet file of a directory must hold ``columns`` (and ``timestamp`` if any file
+    does) with one kind of type each (integer, string, floating): a snapshot that drifts
+    (a new file without timestamps, ids that became strings) is refused naming the file."""
+    root = Path(directory)
+    files = sorted(path for path in root.rglob("*") if path.is_file()
+                   and not any(part.startswith((".", "_")) for part in path.relative_to(root).parts))
+    schemas = {path: pq.read_schema(path) for path in files}
+    wanted = list(columns)
+    if timestamp is not None and any(timestamp in schema.names for schema in schemas.values()):
+        wanted.append(timestamp)
+    first_seen: dict[str, tuple[str, Path]] = {}
+    for path, schema in schemas.items():
+        name = path.relative_to(root)
+        for column in wanted:
+            if column not in schema.names:
+                others = sum(column in other.names for other in schemas.values())
+                raise ValueError(f"ratings file {name} has no column {column!r}, which {others} other file(s) of "
+                                 f"{root} have (columns of {name}: {schema.names}); fix or move that file")
+            kind = _kind_of(schema.field(column).type)
+            if column not in first_seen:
+                first_seen[column] = (kind, name)
+            elif first_seen[column][0] != kind:
+                raise ValueError(f"column {column!r} holds {kind} values in ratings file {name} but "
+                                 f"{first_seen[column][0]} values in {first_seen[column][1]}; cast one of them")
+
+
+def _kind_of(arrow_type: pa.DataType) -> str:
+    if pa.types.is_integer(arrow_type):
+        return "integer"
+    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+        return "floating-point"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_dictionary(arrow_type):
+        return "string"
+    return str(arrow_type)
 
 
 def _select_and_rename(frame: dd.DataFrame, *, user, item, rating, timestamp) -> dd.DataFrame:

@@ -113,6 +113,10 @@ def prepare_dataset(
     """
     started = time.perf_counter()
     timings: dict[str, float] = {}
+    # absolute on the client: workers of an external cluster do not share its working directory
+    output = Path(output).resolve()
+    if source is not None and os.path.exists(source):
+        source = Path(source).resolve()
     if (source is None) == (synthetic is None):
         raise ValueError("pass exactly one of source (a path or release name) or synthetic (a preset name)")
     if split != "temporal" and test_count is not None:

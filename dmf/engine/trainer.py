@@ -113,6 +113,7 @@ def fit_als(
             try:
                 trainer.train_epoch()
             except WORKER_FAILURES as failure:
+                scheduler.check_scheduler(trainer.client, failure)
                 recoveries += 1
                 if recoveries > max_recoveries:
                     raise
@@ -120,7 +121,11 @@ def fit_als(
                     "epoch %d lost data on a failed worker (%s: %s); rebuilding blocks, resuming from epoch %d",
                     trainer.epoch + 1, type(failure).__name__, failure, trainer.checkpoint["epoch"],
                 )
-                trainer.recover()
+                try:
+                    trainer.recover()
+                except WORKER_FAILURES as again:
+                    scheduler.check_scheduler(trainer.client, again)
+                    raise
         return trainer.result(estimator, params or {})
     finally:
         trainer.close()  # nothing stays on the cluster, whether the fit ends or fails

@@ -5,7 +5,9 @@ persistence. A new estimator declares its parameters and implements :meth:`Estim
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
+import warnings
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -15,12 +17,15 @@ import numpy as np
 from dmf import scheduler
 from dmf.columns import ITEM, USER
 from dmf.data.ratings import read_ratings
+from dmf.errors import DmfWarning
 from dmf.frames import as_dask_frame, require_columns
 from dmf.model.fitted import FittedModel
 from dmf.model.params import param_specs, parameters_doc
 from dmf.model.persistence import load_model, save_model
 from dmf.stages.predict import predict_stage
 from dmf.stages.topk import recommend_stage
+
+logger = logging.getLogger(__name__)
 
 #: Estimator classes by name, as written in model manifests (filled by :func:`estimator`).
 ESTIMATORS: dict[str, type[Estimator]] = {}
@@ -139,12 +144,21 @@ class Estimator:
             that already came out of it.
         warm_start
             A fitted estimator or model whose factors start the users and items it knows
-            (others start from the seed).
+            (others start from the seed). One with NaN or infinite values is ignored with a
+            :class:`dmf.errors.DmfWarning`.
         """
         self.check_params()
         frame = read_ratings(ratings) if validate else as_dask_frame(ratings, "ratings")
         if isinstance(warm_start, Estimator):
             warm_start = warm_start.fitted_model()
+        if warm_start is not None:
+            try:
+                warm_start.check_finite()
+            except ValueError as problem:  # a poisoned model must not block every later fit
+                message = f"warm start ignored, starting from the seed instead: {problem}"
+                logger.warning(message)
+                warnings.warn(message, DmfWarning, stacklevel=2)
+                warm_start = None
         self.model_ = self._fit(frame, client=scheduler.resolve_client(client), warm_start=warm_start)
         return self
 

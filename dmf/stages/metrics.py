@@ -109,8 +109,13 @@ def error_totals(model_or_predictions, test, *, client=None) -> dict:
     scorer = as_scorer(model_or_predictions)
     if scorer is not None:
         model, unknown, clip = scorer
-        model_key = scheduler.broadcast(model.without_seen(), client)
-        partials = test.map_partitions(_model_partials, model_key, unknown, clip, meta=_PARTIAL_META)
+
+        def evaluate():  # the model is broadcast anew on each attempt
+            model_key = scheduler.broadcast(model.without_seen(), client)
+            partials = test.map_partitions(_model_partials, model_key, unknown, clip, meta=_PARTIAL_META)
+            return scheduler.compute([partials.sum()], client)[0]
+
+        totals = scheduler.retry_on_worker_loss(evaluate, "evaluation", client)
         from_model = True
     else:
         predictions = as_dask_frame(model_or_predictions, "predictions")
@@ -119,8 +124,8 @@ def error_totals(model_or_predictions, test, *, client=None) -> dict:
             # every test pair stays: one without a prediction gets NaN and is refused below
             predictions = predictions[[USER, ITEM, PREDICTION]].merge(test[[USER, ITEM, RATING]], on=[USER, ITEM], how="right")
         partials = predictions.map_partitions(_prediction_partials, meta=_PARTIAL_META)
+        (totals,) = scheduler.compute([partials.sum()], client)
         from_model = False
-    (totals,) = scheduler.compute([partials.sum()], client)
     count = int(totals["count"])
     if count == 0:
         raise ValueError("no test pairs to evaluate (the test set is empty or every pair was dropped)")
