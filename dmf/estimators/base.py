@@ -8,11 +8,13 @@ import dataclasses
 import logging
 import os
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import TYPE_CHECKING, Any, ClassVar, Self
 
 import dask.dataframe as dd
 import numpy as np
+import pandas as pd
 
 from dmf import scheduler
 from dmf.columns import ITEM, USER
@@ -25,7 +27,15 @@ from dmf.model.persistence import load_model, save_model
 from dmf.stages.predict import predict_stage
 from dmf.stages.topk import recommend_stage
 
+if TYPE_CHECKING:
+    from distributed import Client
+
 logger = logging.getLogger(__name__)
+
+#: What ``fit`` reads: a Parquet path, or a pandas or Dask DataFrame (see :func:`dmf.read_ratings`).
+RatingsSource = str | os.PathLike | pd.DataFrame | dd.DataFrame
+#: (user, item) pairs: a pandas or Dask DataFrame with ``user`` and ``item`` columns.
+Pairs = pd.DataFrame | dd.DataFrame
 
 #: Estimator classes by name, as written in model manifests (filled by :func:`estimator`).
 ESTIMATORS: dict[str, type[Estimator]] = {}
@@ -128,8 +138,8 @@ class Estimator:
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_params().items())})"
 
     # -- training -----------------------------------------------------------------------------
-    def fit(self, ratings, *, client=None, validate: bool = True, warm_start: Estimator | FittedModel | None = None
-            ) -> Self:
+    def fit(self, ratings: RatingsSource, *, client: Client | None = None, validate: bool = True,
+            warm_start: Estimator | FittedModel | None = None) -> Self:
         """Fit on a ratings table; returns ``self``.
 
         Parameters
@@ -173,7 +183,7 @@ class Estimator:
         return self.model_
 
     # -- scoring ------------------------------------------------------------------------------
-    def predict(self, pairs, *, client=None) -> dd.DataFrame:
+    def predict(self, pairs: Pairs, *, client: Client | None = None) -> dd.DataFrame:
         """Predicted ratings: a Dask DataFrame ``user, item, prediction`` (float32).
 
         ``pairs`` is a pandas or Dask DataFrame with ``user`` and ``item`` columns; other
@@ -186,8 +196,8 @@ class Estimator:
         return predict_stage(scheduler.broadcast(model.without_seen(), client), pairs[[USER, ITEM]], self.unknown,
                              bool(self.clip))
 
-    def recommend(self, k: int = 10, users=None, exclude=None, *, exclude_seen: bool = True,
-                  client=None) -> dd.DataFrame:
+    def recommend(self, k: int = 10, users: Iterable | None = None, exclude: Pairs | None = None, *,
+                  exclude_seen: bool = True, client: Client | None = None) -> dd.DataFrame:
         """Top-``k`` items per user: a Dask DataFrame ``user, rank, item, score``.
 
         Parameters

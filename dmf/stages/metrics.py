@@ -7,7 +7,9 @@ count); only those four numbers per partition reach the client.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
+import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
@@ -16,6 +18,9 @@ from dmf.columns import ITEM, PREDICTION, RATING, USER
 from dmf.frames import as_dask_frame, require_columns
 from dmf.model.fitted import FittedModel
 from dmf.stages.predict import as_scorer, score_pairs
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 _PARTIAL_COLUMNS = ["squared_error", "absolute_error", "count", "fallback", "dropped"]
 _PARTIAL_META = pd.DataFrame({c: pd.Series([], dtype="float64") for c in _PARTIAL_COLUMNS})
@@ -85,7 +90,7 @@ def _partials(errors: np.ndarray, fallback: int, dropped: int) -> pd.DataFrame:
     )
 
 
-def error_totals(model_or_predictions, test, *, client=None) -> dict:
+def error_totals(model_or_predictions, test: pd.DataFrame | dd.DataFrame, *, client: Client | None = None) -> dict:
     """RMSE, MAE and counts of a model (or of predictions) on a test set, in one Dask pass.
 
     Parameters
@@ -138,13 +143,13 @@ def error_totals(model_or_predictions, test, *, client=None) -> dict:
     }
 
 
-def rmse(model_or_predictions, test, *, client=None) -> Metric:
+def rmse(model_or_predictions, test: pd.DataFrame | dd.DataFrame, *, client: Client | None = None) -> Metric:
     """Root mean squared error on ``test``; see :func:`error_totals` for the arguments."""
     totals = error_totals(model_or_predictions, test, client=client)
     return Metric(totals["rmse"], totals["count"], totals["n_fallback"], totals["n_dropped"])
 
 
-def mae(model_or_predictions, test, *, client=None) -> Metric:
+def mae(model_or_predictions, test: pd.DataFrame | dd.DataFrame, *, client: Client | None = None) -> Metric:
     """Mean absolute error on ``test``; see :func:`error_totals` for the arguments."""
     totals = error_totals(model_or_predictions, test, client=client)
     return Metric(totals["mae"], totals["count"], totals["n_fallback"], totals["n_dropped"])
