@@ -25,10 +25,6 @@ class _BlockedALS(Estimator):
     def _objective(self) -> Objective:
         raise NotImplementedError
 
-    def _prepare(self, ratings: dd.DataFrame) -> dd.DataFrame:
-        """The ratings the objective is fitted to (implicit models may transform them)."""
-        return ratings
-
     def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None) -> FittedModel:
         return fit_als(self._prepare(ratings), self._objective(), max_iter=int(self.max_iter), seed=int(self.seed),
                        n_blocks=self.n_blocks, client=client, warm_start=warm_start,
@@ -128,12 +124,11 @@ class ImplicitALS(_BlockedALS):
                          alpha=float(self.alpha), solver=self.solver, cg_steps=int(self.cg_steps),
                          nonnegative=bool(self.nonnegative))
 
-    def _prepare(self, ratings: dd.DataFrame) -> dd.DataFrame:
-        if self.threshold is None:
-            return ratings
-        return ratings.map_partitions(_positives, float(self.threshold), meta=ratings._meta)
+    def _ratings_transform(self) -> tuple | None:
+        return None if self.threshold is None else (_positives, (float(self.threshold),))
 
 
 def _positives(part: pd.DataFrame, threshold: float) -> pd.DataFrame:
+    """Ratings >= ``threshold`` as observations of value 1; the others dropped."""
     kept = part[part[RATING] >= threshold]
     return kept.assign(**{RATING: np.float32(1.0)})

@@ -11,6 +11,7 @@ import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 
 from dmf.data.ids import IdVocabulary
 
@@ -136,6 +137,58 @@ class FittedModel:
     def without_seen(self) -> FittedModel:
         """The model without its training interactions (what a scoring task needs)."""
         return self if self.seen is None else self.replace(seen=None)
+
+    def with_rows(self, side: str, ids, factors: np.ndarray, biases: np.ndarray | None,
+                  interactions: tuple[np.ndarray, np.ndarray] | None = None) -> FittedModel:
+        """A model with the ``side`` (``"users"`` or ``"items"``) rows of ``ids`` added, or
+        replaced where the id is known. ``interactions`` are (row position in ``ids``, index on
+        the other side) pairs that become the rows' seen items (users) or are added to the
+        users' seen items (items); the seen items of replaced users are replaced."""
+        if side not in ("users", "items"):
+            raise ValueError(f"side must be 'users' or 'items', got {side!r}")
+        old_ids = self.user_ids if side == "users" else self.item_ids
+        new_ids = IdVocabulary(old_ids.ids.union(pd.Index(ids)))
+        old_position = new_ids.index_of(old_ids.ids)
+        folded_position = new_ids.index_of(pd.Index(ids))
+        old_factors = self.user_factors if side == "users" else self.item_factors
+        merged = np.zeros((len(new_ids), self.rank), dtype=np.float32)
+        merged[old_position] = old_factors
+        merged[folded_position] = factors
+        merged_biases = None
+        if self.has_biases:
+            merged_biases = np.zeros(len(new_ids), dtype=np.float32)
+            merged_biases[old_position] = self.user_biases if side == "users" else self.item_biases
+            merged_biases[folded_position] = biases
+        changes = {"user_ids" if side == "users" else "item_ids": new_ids,
+                   "user_factors" if side == "users" else "item_factors": merged,
+                   "user_biases" if side == "users" else "item_biases": merged_biases}
+        if self.seen is not None:
+            changes["seen"] = self._seen_with(side, old_position, folded_position, interactions, len(new_ids))
+        return self.replace(**changes)
+
+    def _seen_with(self, side, old_position, folded_position, interactions, n_new) -> SeenItems:
+        """Seen items after :meth:`with_rows`: rows renumbered, folded rows' interactions in."""
+        seen = self.seen
+        rows = np.repeat(np.arange(seen.n_users), np.diff(seen.indptr))
+        items = seen.items.astype(np.int64)
+        if side == "users":
+            rows = old_position[rows]
+            keep = ~np.isin(rows, folded_position)  # a replaced user's old items go
+            rows, items = rows[keep], items[keep]
+            n_users = n_new
+            if interactions is not None:
+                rows = np.concatenate([rows, folded_position[interactions[0]]])
+                items = np.concatenate([items, interactions[1]])
+        else:
+            items = old_position[items]
+            n_users = seen.n_users
+            if interactions is not None:
+                rows = np.concatenate([rows, interactions[1]])
+                items = np.concatenate([items, folded_position[interactions[0]]])
+        order = np.lexsort((items, rows))
+        indptr = np.zeros(n_users + 1, dtype=np.int64)
+        np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
+        return SeenItems(indptr, items[order].astype(np.int32))
 
     def check_finite(self) -> None:
         """Raise ``ValueError`` naming the table and count of NaN or infinite values."""

@@ -1,0 +1,157 @@
+"""Serving a fitted model: fold-in against dense references, one user's top-k, candidates,
+similar items; local calls against the Dask stages."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from helpers import brute_force_top_k, random_ratings
+
+import dmf
+
+PARAMS = {"rank": 4, "max_iter": 4, "seed": 3, "solver": "cholesky"}
+
+
+@pytest.fixture(scope="module")
+def split():
+    """Ratings of 100 training users and of 8 new users (ids 9000+) on the same items."""
+    frame = random_ratings(108, 50, 0.25, seed=71)
+    users = np.sort(frame["user"].unique())
+    new = frame["user"].isin(users[-8:])
+    fresh = frame[new].assign(user=frame.loc[new, "user"] + 9000)
+    return frame[~new].reset_index(drop=True), fresh.reset_index(drop=True)
+
+
+def _dense_explicit_fold_in(model, ratings, *, reg, bias_reg, damping, bias_damping, biases) -> dict:
+    """Per new user: np.linalg.solve of the training half-step's normal equations."""
+    out = {}
+    items = pd.Index(model.item_ids_)
+    for user, rows in ratings.groupby("user"):
+        cols = items.get_indexer(rows["item"])
+        design = model.item_factors_[cols].astype(np.float64)
+        target = rows["rating"].to_numpy(np.float64)
+        n = len(cols)
+        penalty = [reg * n + damping] * design.shape[1]
+        if biases:
+            target = target - model.global_mean_ - model.item_biases_[cols]
+            design = np.hstack([design, np.ones((n, 1))])
+            penalty.append(bias_reg * n + bias_damping)
+        out[user] = np.linalg.solve(design.T @ design + np.diag(penalty), design.T @ target)
+    return out
+
+
+@pytest.mark.parametrize("biases", [True, False])
+def test_explicit_fold_in_equals_the_dense_half_step(client, split, biases):
+    train, fresh = split
+    params = {**PARAMS, "biases": biases, "reg": 0.1, "bias_reg": 0.05, "damping": 1.0, "bias_damping": 2.0}
+    model = dmf.ALS(**params).fit(train)
+    folded = model.fold_in(fresh)
+    reference = _dense_explicit_fold_in(model, fresh, reg=0.1, bias_reg=0.05, damping=1.0, bias_damping=2.0,
+                                        biases=biases)
+    ids = pd.Index(folded.user_ids_)
+    for user, solution in reference.items():
+        row = ids.get_loc(user)
+        np.testing.assert_allclose(folded.user_factors_[row], solution[:4], atol=2e-5)
+        if biases:
+            assert folded.user_biases_[row] == pytest.approx(solution[4], abs=2e-5)
+    # the known users and the item side are untouched, bit for bit
+    old = ids.get_indexer(model.user_ids_)
+    np.testing.assert_array_equal(folded.user_factors_[old], model.user_factors_)
+    np.testing.assert_array_equal(folded.item_factors_, model.item_factors_)
+
+
+def test_implicit_fold_in_equals_the_dense_half_step(client, split):
+    train, fresh = split
+    model = dmf.ImplicitALS(rank=4, max_iter=3, reg=0.2, alpha=2.0, solver="cholesky").fit(train)
+    folded = model.fold_in(fresh)
+    items = model.item_factors_.astype(np.float64)
+    ids = pd.Index(folded.user_ids_)
+    for user, rows in fresh.groupby("user"):
+        values = np.zeros(len(items))
+        values[pd.Index(model.item_ids_).get_indexer(rows["item"])] = rows["rating"]
+        confidence = 1 + 2.0 * np.abs(values)
+        gram = (items * confidence[:, None]).T @ items + 0.2 * np.eye(4)
+        expected = np.linalg.solve(gram, items.T @ (confidence * (values > 0)))
+        np.testing.assert_allclose(folded.user_factors_[ids.get_loc(user)], expected, atol=2e-5)
+
+
+def test_fold_in_on_the_cluster_equals_the_local_path_and_keeps_seen_items(client, split):
+    import dask.dataframe as dd
+
+    train, fresh = split
+    model = dmf.ALS(**PARAMS).fit(train)
+    local = model.fold_in(fresh)
+    staged = model.fold_in(dd.from_pandas(fresh, npartitions=3))
+    np.testing.assert_array_equal(staged.user_factors_, local.user_factors_)
+    np.testing.assert_array_equal(staged.user_biases_, local.user_biases_)
+    top = local.recommend(50, users=list(fresh["user"].unique())).compute()
+    rated = set(zip(fresh["user"], fresh["item"]))
+    assert len(top) and not set(zip(top["user"], top["item"])) & rated
+    # refolding a known user replaces its row and its seen items
+    again = local.fold_in(fresh[fresh["user"] == fresh["user"].iloc[0]].head(3))
+    first = fresh["user"].iloc[0]
+    seen = again.recommend(50, users=[first], exclude_seen=True).compute()
+    assert len(seen) == 50 - 3
+
+
+def test_item_fold_in_keeps_every_users_seen_items(client, split):
+    train, _ = split
+    items = np.sort(train["item"].unique())
+    new_item = train["item"].isin(items[-3:])
+    model = dmf.ALS(**PARAMS).fit(train[~new_item])
+    folded = model.fold_in(train[new_item], side="items")
+    assert set(items[-3:]) <= set(folded.item_ids_)
+    top = folded.recommend(len(items)).compute()
+    assert not set(zip(top["user"], top["item"])) & set(zip(train["user"], train["item"]))
+
+
+def test_one_user_locally_equals_the_stage_and_brute_force(client, split, tmp_path):
+    train, fresh = split
+    model = dmf.ALS(**PARAMS).fit(train)
+    model.save(tmp_path / "m")
+    served = dmf.load(tmp_path / "m")
+    user = served.user_ids_[5]
+    local = served.recommend_user(user, k=7)
+    staged = served.recommend(7, users=[user]).compute()
+    assert local["item"].tolist() == staged["item"].tolist()
+    np.testing.assert_allclose(local["score"], staged["score"], rtol=1e-5)
+    scores = (served.user_factors_[5] @ served.item_factors_.T + served.user_biases_[5] + served.item_biases_
+              + served.global_mean_)
+    seen = np.isin(served.item_ids_, train.loc[train["user"] == user, "item"])
+    assert served.item_ids_[brute_force_top_k(scores[None, :], seen[None, :], 7)[0]].tolist() == local["item"].tolist()
+    candidates = list(served.item_ids_[::3])
+    ranked = served.recommend_user(user, k=5, items=candidates)
+    assert set(ranked["item"]) <= set(candidates) - set(train.loc[train["user"] == user, "item"])
+    # a one-off user from a history equals the same user folded in
+    history = fresh[fresh["user"] == fresh["user"].iloc[0]][["item", "rating"]]
+    one_off = served.recommend_user("visitor", history=history, k=5)
+    folded = served.fold_in(fresh[fresh["user"] == fresh["user"].iloc[0]])
+    expected = folded.recommend_user(fresh["user"].iloc[0], k=5)
+    assert one_off["item"].tolist() == expected["item"].tolist() and set(one_off["user"]) == {"visitor"}
+    assert not set(one_off["item"]) & set(history["item"])
+    # an unknown user without history: the bias model's ranking
+    unknown = served.recommend_user(-1, k=3)
+    order = np.lexsort((np.arange(len(served.item_ids_)), -served.item_biases_))[:3]
+    assert unknown["item"].tolist() == served.item_ids_[order].tolist()
+
+
+def test_similar_items_locally_and_for_the_whole_catalog(client, split):
+    train, _ = split
+    model = dmf.ALS(**PARAMS).fit(train)
+    unit = model.item_factors_ / np.linalg.norm(model.item_factors_, axis=1, keepdims=True)
+    cosine = unit @ unit.T
+    np.fill_diagonal(cosine, -np.inf)
+    wanted = list(model.item_ids_[:4])
+    local = model.similar_items(wanted, k=5)
+    for position, item in enumerate(wanted):
+        expected = model.item_ids_[brute_force_top_k(cosine[position : position + 1], np.zeros((1, len(unit)), bool),
+                                                     5)[0]]
+        assert local.loc[local["item"] == item, "similar"].tolist() == expected.tolist()
+    everything = model.similar_items(k=5).compute()
+    assert len(everything) == 5 * len(model.item_ids_)
+    pd.testing.assert_frame_equal(everything[everything["item"].isin(wanted)].reset_index(drop=True), local,
+                                  check_exact=False, rtol=1e-5)
+    with pytest.raises(ValueError, match="1 items unknown to the model"):
+        model.similar_items([-5])
+    assert set(model.similar_users(list(model.user_ids_[:2]), k=3)["similar"]) <= set(model.user_ids_)
