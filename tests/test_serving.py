@@ -155,3 +155,31 @@ def test_similar_items_locally_and_for_the_whole_catalog(client, split):
     with pytest.raises(ValueError, match="1 items unknown to the model"):
         model.similar_items([-5])
     assert set(model.similar_users(list(model.user_ids_[:2]), k=3)["similar"]) <= set(model.user_ids_)
+
+
+def test_with_rows_rebuilds_seen_items_as_a_naive_rebuild_would():
+    """Rows added and replaced, ids given in any order: each user's seen items are exactly
+    the old ones (renumbered) or, for folded users, the new ones."""
+    from dmf.data.ids import IdVocabulary
+    from dmf.model import FittedModel, SeenItems
+
+    rng = np.random.default_rng(5)
+    n_users, n_items = 30, 12
+    seen_sets = {u: sorted(rng.choice(n_items, rng.integers(0, 6), replace=False)) for u in range(n_users)}
+    indptr = np.cumsum([0] + [len(seen_sets[u]) for u in range(n_users)])
+    items = np.concatenate([seen_sets[u] for u in range(n_users)]).astype(np.int32)
+    user_ids = np.arange(n_users) * 10
+    model = FittedModel("ALS", {}, IdVocabulary(user_ids), IdVocabulary(np.arange(n_items)),
+                        rng.normal(size=(n_users, 2)).astype(np.float32), rng.normal(size=(n_items, 2)).astype(np.float32),
+                        None, None, 3.0, (1.0, 5.0), 100, 2, seen=SeenItems(indptr, items))
+    folded_ids = pd.Index([55, 20, 5, 290])  # new, known (replaced), new, known; not sorted
+    interactions = (np.array([0, 0, 1, 3, 3, 3]), np.array([4, 1, 7, 0, 11, 2]))
+    updated = model.with_rows("users", folded_ids, np.ones((4, 2), np.float32), None, interactions)
+    expected = {uid: seen_sets[uid // 10] for uid in user_ids}
+    for position, uid in enumerate(folded_ids):
+        expected[uid] = sorted(interactions[1][interactions[0] == position])
+    final_ids = updated.user_ids.ids
+    for row, uid in enumerate(final_ids):
+        got = updated.seen.items[updated.seen.indptr[row] : updated.seen.indptr[row + 1]].tolist()
+        assert got == list(expected[uid]), uid
+    np.testing.assert_array_equal(updated.user_factors[final_ids.get_indexer(folded_ids)], np.ones((4, 2)))

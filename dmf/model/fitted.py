@@ -169,26 +169,43 @@ class FittedModel:
     def _seen_with(self, side, old_position, folded_position, interactions, n_new) -> SeenItems:
         """Seen items after :meth:`with_rows`: rows renumbered, folded rows' interactions in."""
         seen = self.seen
-        rows = np.repeat(np.arange(seen.n_users), np.diff(seen.indptr))
-        items = seen.items.astype(np.int64)
-        if side == "users":
-            rows = old_position[rows]
-            keep = ~np.isin(rows, folded_position)  # a replaced user's old items go
-            rows, items = rows[keep], items[keep]
-            n_users = n_new
-            if interactions is not None:
-                rows = np.concatenate([rows, folded_position[interactions[0]]])
-                items = np.concatenate([items, interactions[1]])
-        else:
-            items = old_position[items]
-            n_users = seen.n_users
+        if side == "items":
+            rows = np.repeat(np.arange(seen.n_users), np.diff(seen.indptr))
+            items = old_position[seen.items]
             if interactions is not None:
                 rows = np.concatenate([rows, interactions[1]])
                 items = np.concatenate([items, folded_position[interactions[0]]])
-        order = np.lexsort((items, rows))
-        indptr = np.zeros(n_users + 1, dtype=np.int64)
-        np.cumsum(np.bincount(rows, minlength=n_users), out=indptr[1:])
-        return SeenItems(indptr, items[order].astype(np.int32))
+            order = np.lexsort((items, rows))
+            indptr = np.zeros(seen.n_users + 1, dtype=np.int64)
+            np.cumsum(np.bincount(rows, minlength=seen.n_users), out=indptr[1:])
+            return SeenItems(indptr, items[order].astype(np.int32))
+        # Users: ids stay sorted, so old rows keep their order and each row's items are copied
+        # as a block to the row's new place; no sort over all interactions.
+        replaced = np.zeros(n_new, dtype=bool)
+        replaced[folded_position] = True
+        counts = np.zeros(n_new, dtype=np.int64)
+        old_counts = np.diff(seen.indptr)
+        counts[old_position] = np.where(replaced[old_position], 0, old_counts)
+        new_rows = np.empty(0, dtype=np.int64)
+        new_items = np.empty(0, dtype=np.int64)
+        if interactions is not None:
+            final_rows = folded_position[interactions[0]]
+            order = np.lexsort((interactions[1], final_rows))
+            new_rows, new_items = final_rows[order], interactions[1][order]
+            counts += np.bincount(new_rows, minlength=n_new)
+        indptr = np.zeros(n_new + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        items = np.empty(indptr[-1], dtype=np.int32)
+        kept = ~replaced[old_position]
+        kept_counts = np.where(kept, old_counts, 0)
+        source = np.repeat(seen.indptr[:-1] - np.cumsum(np.r_[0, kept_counts[:-1]]), kept_counts)
+        target = np.repeat(indptr[old_position] - np.cumsum(np.r_[0, kept_counts[:-1]]), kept_counts)
+        ordinal = np.arange(int(kept_counts.sum()))
+        items[target + ordinal] = seen.items[source + ordinal]
+        if len(new_rows):
+            within = np.arange(len(new_rows)) - np.searchsorted(new_rows, new_rows, side="left")
+            items[indptr[new_rows] + within] = new_items
+        return SeenItems(indptr, items)
 
     def check_finite(self) -> None:
         """Raise ``ValueError`` naming the table and count of NaN or infinite values."""
