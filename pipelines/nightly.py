@@ -13,7 +13,8 @@ from pathlib import Path
 
 import dmf
 from dmf.pipeline import options as cli
-from dmf.pipeline.nightly import NightlyConfig, exclusive_lock, run_nightly
+from dmf.pipeline.home import exclusive_lock
+from dmf.pipeline.nightly import NightlyConfig, run_nightly
 
 
 def main(argv=None) -> int:

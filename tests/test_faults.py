@@ -30,7 +30,8 @@ from helpers import random_ratings
 import dmf
 from dmf.errors import DmfWarning
 from dmf.model import save_model
-from dmf.pipeline.nightly import NightlyConfig, RunLocked, exclusive_lock, prune_versions, run_nightly, switch_current
+from dmf.pipeline.home import RunLocked, exclusive_lock, prune_versions, switch_current
+from dmf.pipeline.nightly import NightlyConfig, run_nightly
 from dmf.scheduler import SchedulerLost
 from dmf.storage import atomic_directory
 

@@ -13,7 +13,7 @@ from helpers import random_ratings
 
 import dmf
 from dmf.model.params import param_specs
-from dmf.pipeline.nightly import exclusive_lock
+from dmf.pipeline.home import exclusive_lock
 
 PIPELINES = REPO_ROOT / "pipelines"
 

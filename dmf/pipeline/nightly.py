@@ -3,47 +3,37 @@ quality gate → top-k → atomic publish of ``models/v{N}`` and switch of ``mod
 
 A run whose snapshot (file names and contents) and settings equal those the current version
 was published from does nothing (status ``unchanged``), so rerunning a night is harmless.
-
-Layout under the run's home directory::
-
-    home/
-      nightly.lock            held (flock) while a run is active
-      last-run.json           summary of the latest run, published or refused
-      models/
-        v1/ v2/ ...           model/ (dmf.ALS directory), recommendations/ (Parquet), summary.json
-        current -> vN         symlink, switched atomically after vN is complete
+The home directory's layout and the publishing machinery are :mod:`dmf.pipeline.home`'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
-import hashlib
-import json
 import logging
 import os
-import re
-import shutil
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dmf.data.ratings import read_ratings
 from dmf.data.splits import random_split
 from dmf.estimators import ALS
+from dmf.pipeline.home import (
+    current_version,
+    exclusive_lock,
+    fingerprint,
+    gate_and_publish,
+    published_summary,
+    remove_stale_staging,
+    snapshot_digests,
+)
 from dmf.pipeline.options import PipelineRefused, Timer, versions
 from dmf.scheduler import persist_with_progress, retry_on_worker_loss
 from dmf.stages.metrics import error_totals
 from dmf.stages.ranking import ranking_metrics
-from dmf.storage import atomic_directory, fsync_directory, write_json_atomic
+from dmf.storage import write_json_atomic
 
 logger = logging.getLogger(__name__)
-
-_VERSION = re.compile(r"^v(\d+)$")
-
 
 @dataclass
 class NightlyConfig:
@@ -72,125 +62,6 @@ class NightlyConfig:
                 "relevance_threshold": self.relevance_threshold, "duplicates": self.duplicates}
 
 
-def run_fingerprint(config: NightlyConfig) -> str:
-    """SHA-256 of the snapshot's files (relative names and contents, in name order) and the run's
-    settings: equal fingerprints mean a rerun would publish the same thing again."""
-    digest = hashlib.sha256(json.dumps(config.settings(), sort_keys=True, default=str).encode())
-    snapshot = Path(config.snapshot)
-    files = sorted(p for p in snapshot.rglob("*") if p.is_file()) if snapshot.is_dir() else [snapshot]
-    for path in files:
-        digest.update(str(path.relative_to(snapshot) if snapshot.is_dir() else path.name).encode() + b"\0")
-        with open(path, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-    return digest.hexdigest()
-
-
-def _published_fingerprint(version_path: Path) -> str | None:
-    try:
-        return json.loads((version_path / "summary.json").read_text()).get("fingerprint")
-    except (OSError, ValueError):
-        return None
-
-
-class RunLocked(RuntimeError):
-    """Another nightly run holds the lock."""
-
-
-@contextmanager
-def exclusive_lock(path: Path) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path``; released by the kernel if the process dies."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:  # never through a symbolic link: the lock file is truncated and written
-        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-    except OSError as error:
-        if error.errno == errno.ELOOP:
-            raise RunLocked(f"lock {path} is a symbolic link; refusing to follow it (remove it)") from None
-        raise
-    with os.fdopen(descriptor, "r+") as handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            if error.errno in (errno.EAGAIN, errno.EACCES):
-                handle.seek(0)
-                holder = handle.read().strip() or "unknown"
-                raise RunLocked(f"another nightly run is active (lock {path} held by pid {holder}); not starting") from None
-            raise
-        handle.seek(0)
-        handle.truncate()
-        handle.write(str(os.getpid()))
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-
-
-def models_dir(home: Path) -> Path:
-    return home / "models"
-
-
-def current_version(home: Path) -> Path | None:
-    """The published version ``current`` points to, or None."""
-    link = models_dir(home) / "current"
-    if not link.is_symlink():
-        return None
-    return models_dir(home) / os.readlink(link)
-
-
-def published_versions(home: Path) -> list[int]:
-    directory = models_dir(home)
-    if not directory.exists():
-        return []
-    return sorted(int(m.group(1)) for p in directory.iterdir() if (m := _VERSION.match(p.name)) and p.is_dir())
-
-
-def switch_current(home: Path, version: str) -> None:
-    """Point ``models/current`` at ``version`` atomically (symlink + rename)."""
-    temporary = models_dir(home) / f".current.tmp-{os.getpid()}"
-    if temporary.is_symlink() or temporary.exists():
-        temporary.unlink()
-    os.symlink(version, temporary)
-    os.replace(temporary, models_dir(home) / "current")
-    fsync_directory(models_dir(home))
-
-
-def prune_versions(home: Path, keep: int) -> list[str]:
-    """Delete all but the newest ``keep`` versions, never the current one; return the deleted."""
-    current = current_version(home)
-    deleted = []
-    for number in published_versions(home)[: -max(keep, 1)]:
-        path = models_dir(home) / f"v{number}"
-        if current is not None and path.resolve() == current.resolve():
-            continue
-        if path.is_symlink():
-            path.unlink()  # a version linked in from elsewhere: drop the link, not its target
-        else:
-            shutil.rmtree(path)
-        deleted.append(path.name)
-    return deleted
-
-
-def remove_stale_staging(home: Path) -> list[str]:
-    """Delete what a killed run left behind: half-written hidden ``.v*`` and ``.current``
-    entries, and complete versions newer than ``current`` that never became current (a run
-    killed between publishing and the switch); they must not count toward ``keep``."""
-    directory = models_dir(home)
-    if not directory.exists():
-        return []
-    current = current_version(home)
-    current_number = int(_VERSION.match(current.name).group(1)) if current is not None else 0
-    never_current = [directory / f"v{n}" for n in published_versions(home) if n > current_number]
-    stale = [p for p in directory.iterdir() if p.name.startswith((".v", ".current"))] + never_current
-    for path in stale:
-        if path.is_dir() and not path.is_symlink():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    return [p.name for p in stale]
-
-
 def run_nightly(config: NightlyConfig, client, *, lock_held: bool = False) -> dict:
     """One nightly run; returns its summary. Raises :class:`PipelineRefused` at the gate.
 
@@ -217,10 +88,12 @@ def _run_locked(config: NightlyConfig, client) -> dict:
     stale = remove_stale_staging(config.home)
     if stale:
         logger.warning("removed %s left by an interrupted run", ", ".join(stale))
-    fingerprint = run_fingerprint(config)
+    digests = snapshot_digests(config.snapshot)
+    run_fingerprint = fingerprint(digests, config.settings())
     published_path = current_version(config.home)
-    if not config.force and published_path is not None and _published_fingerprint(published_path) == fingerprint:
-        report = {"status": "unchanged", "current": published_path.name, "fingerprint": fingerprint,
+    if (not config.force and published_path is not None
+            and published_summary(published_path).get("fingerprint") == run_fingerprint):
+        report = {"status": "unchanged", "current": published_path.name, "fingerprint": run_fingerprint,
                   "snapshot": str(config.snapshot), "versions": versions(), "seconds": timer.seconds}
         write_json_atomic(config.home / "last-run.json", report)
         logger.info("snapshot and settings unchanged since %s; nothing to do", published_path.name)
@@ -256,31 +129,17 @@ def _run_locked(config: NightlyConfig, client) -> dict:
         "published_metrics": published_metrics,
         "history": model.history_,
         "settings": config.settings(),
-        "fingerprint": fingerprint,
+        "fingerprint": run_fingerprint,
+        "snapshot_files": digests,
         "versions": versions(),
     }
-    if published_metrics is not None and metrics["rmse"] > published_metrics["rmse"] + config.tolerance:
-        report.update(status="refused", seconds=timer.seconds, current=published_path.name)
-        write_json_atomic(config.home / "last-run.json", report)
-        raise PipelineRefused(
-            f"quality gate: test RMSE {metrics['rmse']:.4f} is worse than the published "
-            f"{published_path.name}'s {published_metrics['rmse']:.4f} by more than {config.tolerance}; "
-            f"{published_path.name} stays current"
-        )
-    version = f"v{(published_versions(config.home) or [0])[-1] + 1}"
-    logger.info("publishing %s", version)
-    with timer("publish"), atomic_directory(models_dir(config.home) / version) as staging:
-        model.save(staging / "model")
-        retry_on_worker_loss(lambda: top_k.frame().to_parquet(staging / "recommendations", write_index=False),
-                             "writing the recommendations", client)
-        report.update(status="published", version=version)
-        write_json_atomic(staging / "summary.json", {**report, "seconds": timer.seconds})
-    switch_current(config.home, version)
-    report["pruned"] = prune_versions(config.home, config.keep)
-    report["seconds"] = timer.seconds
-    write_json_atomic(config.home / "last-run.json", report)
-    logger.info("published %s; current -> %s", version, version)
-    return report
+    return gate_and_publish(
+        config.home, model=model, report=report, published_path=published_path,
+        published_rmse=published_metrics["rmse"] if published_metrics is not None else None,
+        tolerance=config.tolerance, keep=config.keep, timer=timer,
+        write_recommendations=lambda path: retry_on_worker_loss(
+            lambda: top_k.frame().to_parquet(path, write_index=False), "writing the recommendations", client),
+    )
 
 
 class _Published:
