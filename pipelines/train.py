@@ -15,7 +15,7 @@ def main(argv=None) -> int:
     parser.add_argument("--ratings", type=Path, required=True, help="Parquet file or directory of ratings")
     parser.add_argument("--output", type=Path, required=True, help="model directory to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing model directory")
-    parser.add_argument("--warm-start", type=Path, help="model directory whose item factors start the fit")
+    parser.add_argument("--warm-start", type=Path, help="model directory whose user and item factors (and biases) start the fit")
     parser.add_argument("--user-column", default="user", help="user id column in the ratings")
     parser.add_argument("--item-column", default="item", help="item id column in the ratings")
     parser.add_argument("--rating-column", default="rating", help="rating column in the ratings")

@@ -289,3 +289,41 @@ def test_prepare_resolves_a_relative_output_for_an_external_cluster(tmp_path):
                               text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert len(pd.read_parquet(tmp_path / "out" / "ratings")) > 90_000
+
+
+def test_integer_ids_in_an_object_column_stay_integers(client, ratings):
+    as_objects = ratings.astype({"user": object})
+    model = dmf.ALS(rank=3, max_iter=2).fit(as_objects)
+    assert model.user_ids_.dtype.kind == "i"
+    assert dmf.rmse(model, ratings).n_fallback == 0
+    user = np.array([model.user_ids_[0]], dtype=object)
+    assert model.recommend(3, users=user).compute()["score"].tolist() == \
+        model.recommend(3, users=[int(model.user_ids_[0])]).compute()["score"].tolist()
+
+
+def test_snapshot_files_that_read_alike_are_accepted(tmp_path):
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    pd.DataFrame({"user": [1, 2], "item": [1, 2], "rating": [4, 3], "timestamp": [1, 2]}).to_parquet(
+        snapshot / "a.parquet")
+    pd.DataFrame({"user": [3], "item": [1], "rating": [4.5], "timestamp": [3]}).to_parquet(snapshot / "b.parquet")
+    assert len(dmf.read_ratings(snapshot).compute()) == 3
+
+
+def test_a_checksum_removed_from_the_manifest_is_refused(client, ratings, tmp_path):
+    dmf.ALS(rank=2, max_iter=1).fit(ratings).save(tmp_path / "m")
+    manifest = json.loads((tmp_path / "m" / "manifest.json").read_text())
+    del manifest["files"]["items.parquet"]
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="lists no checksum for items.parquet"):
+        dmf.load(tmp_path / "m")
+    manifest["files"] = None
+    (tmp_path / "m" / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="is damaged"):
+        dmf.load(tmp_path / "m")
+
+
+def test_recommend_for_unknown_users_follows_the_unknown_policy(client, ratings):
+    model = dmf.ImplicitALS(rank=2, max_iter=1, unknown="drop").fit(ratings)
+    assert len(model.recommend(3, users=[10**6]).compute()) == 0
+    assert len(model.recommend(3, users=[10**6, int(model.user_ids_[0])]).compute()) == 3

@@ -33,6 +33,10 @@ class IdVocabulary:
     def index_of(self, ids) -> np.ndarray:
         """Indices (int64) of ``ids``; -1 for ids not in the vocabulary."""
         array = np.asarray(ids)
+        if array.dtype == object and array.ndim == 1 and len(array) and \
+                pd.api.types.infer_dtype(array, skipna=False) == "integer":
+            array = array.astype(np.int64)  # integer ids held in an object array are integers
+            ids = array
         if array.dtype.kind in "iu" and array.ndim == 1:
             table = self._dense_table()
             if table is not None:

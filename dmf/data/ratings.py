@@ -77,6 +77,7 @@ def read_ratings(
         raise ValueError(f"duplicates must be one of {_DUPLICATE_POLICIES}, got {duplicates!r}")
     if isinstance(source, pd.DataFrame):
         _refuse_mixed_ids(source, [user, item])
+        source = _integer_ids_as_integers(source, [user, item])
     if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
         check_file_schemas(source, [user, item, rating], timestamp)
     frame = _as_dask_frame(source, npartitions)
@@ -158,7 +159,7 @@ def check_file_schemas(directory: str | os.PathLike, columns: list[str], timesta
                 others = sum(column in other.names for other in schemas.values())
                 raise ValueError(f"ratings file {name} has no column {column!r}, which {others} other file(s) of "
                                  f"{root} have (columns of {name}: {schema.names}); fix or move that file")
-            kind = _kind_of(schema.field(column).type)
+            kind = _kind_of(schema.field(column).type, numbers_alike=column not in columns[:2])
             if column not in first_seen:
                 first_seen[column] = (kind, name)
             elif first_seen[column][0] != kind:
@@ -166,12 +167,19 @@ def check_file_schemas(directory: str | os.PathLike, columns: list[str], timesta
                                  f"{first_seen[column][0]} values in {first_seen[column][1]}; cast one of them")
 
 
-def _kind_of(arrow_type: pa.DataType) -> str:
-    if pa.types.is_integer(arrow_type):
-        return "integer"
-    if pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
-        return "floating-point"
-    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or pa.types.is_dictionary(arrow_type):
+def _kind_of(arrow_type: pa.DataType, numbers_alike: bool) -> str:
+    """The kind of values a column holds, as coarse as reading it allows: any string type is
+    "string", any timestamp unit "timestamp"; integers and floats are one kind ("number")
+    where ``numbers_alike`` (ratings, timestamps), distinct kinds for ids."""
+    if pa.types.is_dictionary(arrow_type):
+        arrow_type = arrow_type.value_type
+    if pa.types.is_integer(arrow_type) or pa.types.is_floating(arrow_type) or pa.types.is_decimal(arrow_type):
+        if numbers_alike:
+            return "number"
+        return "integer" if pa.types.is_integer(arrow_type) else "floating-point"
+    if pa.types.is_timestamp(arrow_type) or pa.types.is_date(arrow_type):
+        return "timestamp"
+    if pa.types.is_string(arrow_type) or pa.types.is_large_string(arrow_type) or str(arrow_type) == "string_view":
         return "string"
     return str(arrow_type)
 
@@ -244,6 +252,13 @@ def _mixed_ids(ids: pd.Series) -> np.ndarray | None:
     if ids.dtype != object or pd.api.types.infer_dtype(ids, skipna=True) in ("string", "integer", "empty"):
         return None
     return (ids.notna() & ~ids.map(lambda value: isinstance(value, str))).to_numpy()
+
+
+def _integer_ids_as_integers(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
+    """Object id columns that hold only integers, as int64 (Dask would turn them into strings)."""
+    casts = {c: "int64" for c in columns if c in frame.columns and frame[c].dtype == object
+             and pd.api.types.infer_dtype(frame[c], skipna=False) == "integer"}
+    return frame.astype(casts) if casts else frame
 
 
 def _refuse_mixed_ids(frame: pd.DataFrame, columns: list[str]) -> None:

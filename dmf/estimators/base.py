@@ -223,7 +223,8 @@ class Estimator:
             fewer rows.
         users
             Ids to recommend for (default: every training user). Ids unknown to the model
-            get the bias model's ranking.
+            get the bias model's ranking with ``unknown="bias"``, and no rows with ``"nan"``
+            or ``"drop"``.
         exclude
             Pandas or Dask DataFrame of further ``user, item`` pairs never to recommend.
         exclude_seen
@@ -239,7 +240,7 @@ class Estimator:
         model = self.fitted_model()
         client = scheduler.resolve_client(client)
         n_blocks = getattr(self, "n_blocks", None) or 2 * scheduler.total_threads(client)
-        return recommend_stage(model, k, users, exclude, bool(exclude_seen), n_blocks, client)
+        return recommend_stage(model, k, users, exclude, bool(exclude_seen), n_blocks, client, self.unknown)
 
     # -- serving ------------------------------------------------------------------------------
     def fold_in(self, ratings: Pairs, *, side: str = "users", client: Client | None = None) -> Self:
@@ -374,7 +375,10 @@ class Estimator:
         found = ESTIMATORS.get(model.estimator)
         if found is None or not issubclass(found, cls):
             raise ValueError(f"{directory} holds a {model.estimator!r} model, not {cls.__name__}")
-        estimator_ = found(**model.params)
+        try:
+            estimator_ = found(**model.params)
+        except TypeError as problem:  # a parameter this dmf does not know, or of the wrong type
+            raise ValueError(f"{directory} holds parameters {found.__name__} refuses: {problem}") from problem
         estimator_.model_ = model
         return estimator_
 

@@ -21,8 +21,9 @@ class SeenItems:
     """What each training user interacted with, in CSR form.
 
     User row ``u`` (its index in the model's user vocabulary) saw the item indices
-    ``items[indptr[u]:indptr[u + 1]]``, sorted. These are the interactions the model was
-    trained on (for implicit feedback with a ``threshold``: the positives).
+    ``items[indptr[u]:indptr[u + 1]]``. These are the interactions the model was trained on
+    (for implicit feedback with a ``threshold``: the positives), plus any added with
+    :meth:`with_pairs` (the nightly adds its held-out pairs: rated, so never to recommend).
 
     Attributes
     ----------
@@ -42,6 +43,23 @@ class SeenItems:
     @property
     def n_users(self) -> int:
         return len(self.indptr) - 1
+
+    def with_pairs(self, user_rows: np.ndarray, item_rows: np.ndarray) -> SeenItems:
+        """These seen items plus (user row, item index) pairs, appended to each row (a pair
+        already present may repeat; exclusion does not mind)."""
+        user_rows = np.asarray(user_rows, dtype=np.int64)
+        order = np.argsort(user_rows, kind="stable")
+        user_rows, item_rows = user_rows[order], np.asarray(item_rows, dtype=np.int32)[order]
+        old_counts = np.diff(self.indptr)
+        extra_counts = np.bincount(user_rows, minlength=self.n_users)
+        indptr = np.zeros(self.n_users + 1, dtype=np.int64)
+        np.cumsum(old_counts + extra_counts, out=indptr[1:])
+        items = np.empty(indptr[-1], dtype=np.int32)
+        old_rows = np.repeat(np.arange(self.n_users), old_counts)
+        items[indptr[old_rows] + (np.arange(len(self.items)) - self.indptr[old_rows])] = self.items
+        within = np.arange(len(user_rows)) - np.searchsorted(user_rows, user_rows, side="left")
+        items[indptr[user_rows] + old_counts[user_rows] + within] = item_rows
+        return SeenItems(indptr, items)
 
     def of_rows(self, user_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """CSR ``(indptr, items)`` of the given user rows, in that order; rows that are -1 or

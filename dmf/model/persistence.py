@@ -82,8 +82,20 @@ def load_model(directory: str | os.PathLike) -> FittedModel:
     """Read a model directory written by :func:`save_model` (or by dmf's format version 1)."""
     directory = Path(directory)
     manifest = load_manifest(directory)
+    try:
+        return _load_checked(directory, manifest)
+    except (KeyError, TypeError, IndexError, AttributeError) as problem:
+        raise ValueError(f"{directory / MANIFEST} is damaged: {type(problem).__name__}: {problem}") from problem
+
+
+def _load_checked(directory: Path, manifest: dict) -> FittedModel:
     checksums = manifest.get("files", {})
-    if not isinstance(checksums, dict) or not all(isinstance(v, str) and len(v) == 64 for v in checksums.values()):
+    if manifest.get("format_version", 1) >= 2:
+        missing = [name for name in (USERS, ITEMS) if not isinstance(checksums.get(name), str)]
+        if missing or (directory / SEEN).exists() and SEEN not in checksums:
+            raise ValueError(f"{directory / MANIFEST} lists no checksum for {(missing or [SEEN])[0]}: the manifest "
+                             "was edited or damaged")
+    elif not isinstance(checksums, dict) or not all(isinstance(v, str) and len(v) == 64 for v in checksums.values()):
         checksums = {}  # format version 1 listed file names here, not checksums
     for name, expected in checksums.items():
         actual = _sha256(directory / name)
@@ -102,6 +114,8 @@ def load_model(directory: str | os.PathLike) -> FittedModel:
         rating_range=tuple(float(v) for v in manifest["rating_range"]), n_ratings=int(counts["ratings"]),
         n_blocks=int(manifest["n_blocks"]), history=list(manifest["history"]), seen=seen,
     )
+    if not np.isfinite([model.global_mean, *model.rating_range]).all():
+        raise ValueError(f"{directory / MANIFEST} holds a non-finite global_mean or rating_range")
     model.check_finite()
     return model
 

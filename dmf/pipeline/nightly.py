@@ -31,6 +31,7 @@ from dmf.pipeline.options import PipelineRefused, Timer, versions
 from dmf.scheduler import persist_with_progress, retry_on_worker_loss
 from dmf.stages.metrics import error_totals
 from dmf.stages.ranking import ranking_metrics
+from dmf.stages.serving import pair_rows
 from dmf.storage import write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -113,12 +114,17 @@ def _run_locked(config: NightlyConfig, client) -> dict:
     with timer("evaluate"):
         metrics = error_totals(model, test, client=client)
         published_metrics = published.metrics if published is not None else None
-    with timer("recommend"):
-        top_k = _TopK(model, config.k, client)
+    with timer("ranking"):  # top-k without the training items, scored on the held-out ones
+        held_out_top_k = _TopK(model, config.k, client)
         ranking = retry_on_worker_loss(
-            lambda: ranking_metrics(top_k.frame(), test, k=config.k, relevance_threshold=config.relevance_threshold,
+            lambda: ranking_metrics(held_out_top_k.frame(), test, k=config.k,
+                                    relevance_threshold=config.relevance_threshold,
                                     catalog_size=len(model.item_ids_), client=client),
             "top-k and ranking metrics", client)
+    with timer("recommend"):  # what is published: the held-out pairs were rated too, never recommend them
+        model.model_ = model.model_.replace(seen=model.model_.seen.with_pairs(*pair_rows(model.model_, test, client)))
+        top_k = _TopK(model, config.k, client)
+        top_k.frame()
     metrics = {**metrics, "ranking": ranking}
     report = {
         "snapshot": str(config.snapshot),
@@ -158,7 +164,7 @@ def _load_published(path: Path | None, test, client) -> _Published | None:
     try:
         model = ALS.load(path / "model")
         return _Published(model, error_totals(model, test, client=client))
-    except (OSError, ValueError) as problem:
+    except (OSError, ValueError, TypeError) as problem:  # TypeError: parameters this dmf does not know
         logger.error("the published %s is no valid baseline (%s); publishing without a quality gate and without "
                      "warm start", path.name, problem)
         return None

@@ -89,6 +89,27 @@ def fold_in_stage(model: FittedModel, side: str, ratings: dd.DataFrame, objectiv
     return pd.Index(folded["id"]), factors, biases, (rows, others)
 
 
+# -- known pairs --------------------------------------------------------------------------------
+def _pair_rows(part: pd.DataFrame, model: FittedModel) -> pd.DataFrame:
+    users = model.user_ids.index_of(part[USER].to_numpy())
+    items = model.item_ids.index_of(part[ITEM].to_numpy())
+    known = (users >= 0) & (items >= 0)
+    return pd.DataFrame({"user_row": users[known], "item_row": items[known].astype(np.int32)})
+
+
+def pair_rows(model: FittedModel, pairs: dd.DataFrame, client) -> tuple[np.ndarray, np.ndarray]:
+    """(user rows, item indices) of the pairs of ``pairs`` whose user and item the model knows,
+    gathered on the client."""
+    meta = pd.DataFrame({"user_row": pd.Series([], dtype="int64"), "item_row": pd.Series([], dtype="int32")})
+
+    def run():
+        model_key = scheduler.broadcast(model.without_seen(), client)
+        return scheduler.compute([pairs[[USER, ITEM]].map_partitions(_pair_rows, model_key, meta=meta)], client)[0]
+
+    found = scheduler.retry_on_worker_loss(run, "indexing pairs", client)
+    return found["user_row"].to_numpy(), found["item_row"].to_numpy()
+
+
 # -- one user's top-k ---------------------------------------------------------------------------
 def top_k_local(model: FittedModel, user_vector: np.ndarray, user_bias: float, never: np.ndarray, k: int,
                 candidates: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:

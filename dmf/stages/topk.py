@@ -114,16 +114,19 @@ def requested_users(model: FittedModel, users) -> tuple[np.ndarray, pd.Index]:
 
 
 def recommend_stage(model: FittedModel, k: int, users, exclude, exclude_seen: bool, n_blocks: int,
-                    client) -> dd.DataFrame:
+                    client, unknown: str = "bias") -> dd.DataFrame:
     """Dask stage: top-``k`` recommendations for ``users`` (default: all trained users).
 
-    Users unknown to the model get the bias model's ranking (item biases). Items in
+    Users unknown to the model get the bias model's ranking (item biases) when ``unknown``
+    is ``"bias"``, and no rows otherwise. Items in
     ``exclude`` (pairs ``user, item``) for a user are never recommended to that user, nor,
     with ``exclude_seen``, the items the model saw the user interact with in training.
     """
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
         raise ValueError(f"k must be a positive integer, got {k!r}")
     rows, ids = requested_users(model, users)
+    if unknown != "bias":
+        rows, ids = rows[rows >= 0], ids[rows >= 0]
     layout = BlockLayout(len(rows), n_blocks)
     model_key = scheduler.broadcast(model.without_seen(), client)
     excluded = _excluded_blocks(model, exclude, rows, ids, layout, model_key, client) if exclude is not None else None
