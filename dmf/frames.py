@@ -9,15 +9,17 @@ import pandas as pd
 ROWS_PER_PARTITION = 1_000_000
 
 
-def as_dask_frame(frame, what: str) -> dd.DataFrame:
-    """``frame`` as a Dask DataFrame (a pandas one is split into million-row partitions).
+def as_dask_frame(frame, what: str, npartitions: int | None = None) -> dd.DataFrame:
+    """``frame`` as a Dask DataFrame (a pandas one is split into ``npartitions``, by default
+    million-row partitions).
 
     Raises ``TypeError`` naming ``what`` for anything else.
     """
     if isinstance(frame, dd.DataFrame):
         return frame
     if isinstance(frame, pd.DataFrame):
-        return dd.from_pandas(frame, npartitions=max(1, -(-len(frame) // ROWS_PER_PARTITION)), sort=False)
+        npartitions = npartitions or max(1, -(-len(frame) // ROWS_PER_PARTITION))
+        return dd.from_pandas(frame, npartitions=npartitions, sort=False)
     raise TypeError(f"{what} must be a pandas or Dask DataFrame, got {type(frame).__name__}")
 
 

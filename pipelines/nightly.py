@@ -22,25 +22,11 @@ def main(argv=None) -> int:
     parser.add_argument("--snapshot", type=Path, required=True,
                         help="directory of Parquet files with user, item, rating[, timestamp]; new files are added over time")
     parser.add_argument("--home", type=Path, required=True, help="directory holding models/, the lock and last-run.json")
-    parser.add_argument("--test-fraction", type=float, default=0.1, help="fraction of (user, item) pairs held out")
-    parser.add_argument("--split-seed", type=int, default=0, help="seed of the held-out pair hash")
-    parser.add_argument("--tolerance", type=float, default=0.005,
-                        help="publish only if test RMSE <= the published model's + this")
-    parser.add_argument("--keep", type=int, default=3, help="published versions to keep")
-    parser.add_argument("--k", type=int, default=10, help="recommendations per user")
-    parser.add_argument("--relevance-threshold", type=float, default=4.0,
-                        help="test ratings >= this are relevant for the ranking metrics")
-    parser.add_argument("--duplicates", choices=["error", "latest", "mean"], default="latest",
-                        help="repeated (user, item) pairs in the snapshot")
-    parser.add_argument("--force", action="store_true",
-                        help="retrain even if the snapshot and settings are those of the current version")
-    cli.add_estimator_options(parser, dmf.ALS)
+    cli.add_spec_options(parser, NightlyConfig, "run settings")
+    cli.add_spec_options(parser, dmf.ALS)
     args = cli.parse_args(parser, argv)
-    config = NightlyConfig(
-        snapshot=args.snapshot, home=args.home, params=cli.estimator_params(args, dmf.ALS), test_fraction=args.test_fraction,
-        split_seed=args.split_seed, tolerance=args.tolerance, keep=args.keep, k=args.k,
-        relevance_threshold=args.relevance_threshold, duplicates=args.duplicates, force=args.force,
-    )
+    config = NightlyConfig(snapshot=args.snapshot, home=args.home, params=cli.spec_values(args, dmf.ALS),
+                           **cli.spec_values(args, NightlyConfig))
     # the lock first: a second run is refused before it starts a cluster
     with exclusive_lock(args.home / "nightly.lock"), cli.connect(args) as client:
         report = run_nightly(config, client, lock_held=True)

@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rating-column", default="rating", help="rating column in the ratings")
     parser.add_argument("--duplicates", choices=["error", "latest", "mean"], default="error",
                         help="repeated (user, item) pairs")
-    cli.add_estimator_options(parser, dmf.ALS)
+    cli.add_spec_options(parser, dmf.ALS)
     args = cli.parse_args(parser, argv)
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
@@ -32,7 +32,7 @@ def main(argv=None) -> int:
                                        rating=args.rating_column, duplicates=args.duplicates)
         warm_start = dmf.ALS.load(args.warm_start) if args.warm_start else None
         with timer("fit"):
-            model = dmf.ALS(**cli.estimator_params(args, dmf.ALS)).fit(ratings, client=client, validate=False, warm_start=warm_start)
+            model = dmf.ALS(**cli.spec_values(args, dmf.ALS)).fit(ratings, client=client, validate=False, warm_start=warm_start)
         model.save(args.output, overwrite=args.overwrite)
     write_json_atomic(Path(f"{args.output}.summary.json"), cli.summary(
         args, rows={"ratings": model.n_ratings_, "users": len(model.user_ids_), "items": len(model.item_ids_)},

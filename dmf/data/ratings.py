@@ -19,13 +19,13 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
+from dmf.frames import as_dask_frame
 
 logger = logging.getLogger(__name__)
 
 DuplicatePolicy = Literal["error", "latest", "mean"]
 _DUPLICATE_POLICIES = ("error", "latest", "mean")
 _EXAMPLES = 3
-_ROWS_PER_PARTITION = 1_000_000
 
 
 def read_ratings(
@@ -123,21 +123,15 @@ def read_ratings(
 
 
 def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
-    if isinstance(source, dd.DataFrame):
-        return source
-    if isinstance(source, pd.DataFrame):
-        if npartitions is None:
-            npartitions = max(1, -(-len(source) // _ROWS_PER_PARTITION))
-        return dd.from_pandas(source, npartitions=npartitions, sort=False)
     if isinstance(source, (str, os.PathLike)):
         path = os.fspath(source)
         if not os.path.exists(path):
             raise FileNotFoundError(f"ratings source {path!r} does not exist")
         return dd.read_parquet(path)
-    raise TypeError(
-        "ratings source must be a Parquet path, a pandas DataFrame or a Dask DataFrame, "
-        f"got {type(source).__name__}"
-    )
+    if not isinstance(source, (pd.DataFrame, dd.DataFrame)):
+        raise TypeError("ratings source must be a Parquet path, a pandas DataFrame or a Dask DataFrame, "
+                        f"got {type(source).__name__}")
+    return as_dask_frame(source, "ratings source", npartitions)
 
 
 def check_file_schemas(directory: str | os.PathLike, columns: list[str], timestamp: str | None) -> None:

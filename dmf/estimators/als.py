@@ -15,9 +15,6 @@ from dmf.model import params
 from dmf.model.fitted import FittedModel
 from dmf.model.params import param
 
-_SOLVER = ("Per row: 'cg' takes cg_steps conjugate-gradient steps from the previous epoch's factors (Takács et al. "
-           "2011; compiled, O(n_u·k) per step); 'cholesky' solves exactly (O(n_u·k²)).")
-
 
 class _BlockedALS(Estimator):
     """Fitting shared by the ALS estimators: the objective comes from the parameters."""
@@ -73,10 +70,9 @@ class ALS(_BlockedALS):
     unknown: str = params.unknown()
     clip: bool = param(True, "Clip predictions to the training ratings' range (recommendation scores are not "
                        "clipped).")
-    solver: str = param("cg", _SOLVER, choices=("cg", "cholesky"))
-    cg_steps: int = param(3, "Conjugate-gradient steps per half-step (solver='cg').", minimum=1)
-    nonnegative: bool = param(False, "Constrain factors to be >= 0 (NMF: a nonnegative least-squares solve per "
-                              "row); biases stay unconstrained.")
+    solver: str = params.solver()
+    cg_steps: int = params.cg_steps()
+    nonnegative: bool = params.nonnegative()
 
     def check_params(self) -> None:
         super().check_params()
@@ -114,9 +110,9 @@ class ImplicitALS(_BlockedALS):
     max_iter: int = params.max_iter(15)
     seed: int = params.seed()
     n_blocks: int | None = params.n_blocks()
-    solver: str = param("cg", _SOLVER, choices=("cg", "cholesky"))
-    cg_steps: int = param(3, "Conjugate-gradient steps per half-step (solver='cg').", minimum=1)
-    nonnegative: bool = param(False, "Constrain factors to be >= 0.")
+    solver: str = params.solver()
+    cg_steps: int = params.cg_steps()
+    nonnegative: bool = params.nonnegative()
     unknown: str = params.unknown()
 
     def _objective(self) -> Objective:

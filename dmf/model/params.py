@@ -139,7 +139,26 @@ def n_blocks() -> Any:
                  none_means="one block per side per worker thread of the cluster")
 
 
+def solver() -> Any:
+    return param("cg", "Per row: 'cg' takes cg_steps conjugate-gradient steps from the previous epoch's factors "
+                 "(Takács et al. 2011; compiled, O(n_u·k) per step); 'cholesky' solves exactly (O(n_u·k²)).",
+                 choices=("cg", "cholesky"))
+
+
+def cg_steps() -> Any:
+    return param(3, "Conjugate-gradient steps per half-step (solver='cg').", minimum=1)
+
+
+def nonnegative() -> Any:
+    return param(False, "Constrain factors to be >= 0 (NMF: a nonnegative least-squares solve per row); biases "
+                 "stay unconstrained.")
+
+
+#: What to predict for a pair whose user or item is unknown (the ``unknown`` parameter).
+UNKNOWN_POLICIES = ("bias", "nan", "drop")
+
+
 def unknown(default: str = "bias") -> Any:
     return param(default, "Pairs with a user or item unseen in training: 'bias' predicts the bias model (global "
                  "mean plus whichever bias is known), 'nan' predicts NaN, 'drop' leaves the pair out. Metrics "
-                 "count such pairs.", choices=("bias", "nan", "drop"))
+                 "count such pairs.", choices=UNKNOWN_POLICIES)

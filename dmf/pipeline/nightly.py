@@ -18,6 +18,7 @@ from pathlib import Path
 from dmf.data.ratings import read_ratings
 from dmf.data.splits import random_split
 from dmf.estimators import ALS
+from dmf.model.params import MAX_SEED, param, param_specs
 from dmf.pipeline.home import (
     current_version,
     exclusive_lock,
@@ -38,29 +39,36 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class NightlyConfig:
-    """What a nightly run reads, trains and keeps.
-
-    ``tolerance``: publish only if the new RMSE ≤ published model's RMSE + tolerance, both
-    on this run's test set. ``keep``: published versions kept (the current one always is).
-    """
+    """What a nightly run reads, trains and keeps: the snapshot, the home directory, the
+    model's parameters and the run settings below (declared once, with their specs: the
+    pipeline's options are derived from them, and values are validated)."""
 
     snapshot: Path
     home: Path
     params: dict = field(default_factory=dict)
-    test_fraction: float = 0.1
-    split_seed: int = 0
-    tolerance: float = 0.005
-    keep: int = 3
-    k: int = 10
-    relevance_threshold: float | None = 4.0
-    duplicates: str = "latest"
-    force: bool = False
+    test_fraction: float = param(0.1, "Fraction of (user, item) pairs held out for the quality gate and the metrics.",
+                                 minimum=0, open_minimum=True, maximum=1)
+    split_seed: int = param(0, "Seed of the held-out pairs (a pair's side depends on the seed and the pair only).",
+                            minimum=0, maximum=MAX_SEED)
+    tolerance: float = param(0.005, "Publish only if the new test RMSE is at most the published model's plus this.",
+                             minimum=0)
+    keep: int = param(3, "Published versions to keep (the current one always is).", minimum=1)
+    k: int = param(10, "Recommendations per user.", minimum=1)
+    relevance_threshold: float | None = param(4.0, "Held-out ratings >= this are relevant for the ranking metrics.",
+                                              kind="float", none_means="every held-out pair is relevant")
+    duplicates: str = param("latest", "Repeated (user, item) pairs in the snapshot: 'latest' keeps the latest "
+                            "rating, 'mean' their mean, 'error' refuses the snapshot.",
+                            choices=("latest", "mean", "error"))
+    force: bool = param(False, "Retrain even if the snapshot and settings are those of the current version.")
+
+    def __post_init__(self) -> None:
+        for spec in param_specs(self):
+            spec.check(getattr(self, spec.name))
 
     def settings(self) -> dict:
         """Everything but the paths and ``force``: what, besides the snapshot, shapes a run's output."""
-        return {"params": self.params, "test_fraction": self.test_fraction, "split_seed": self.split_seed,
-                "tolerance": self.tolerance, "keep": self.keep, "k": self.k,
-                "relevance_threshold": self.relevance_threshold, "duplicates": self.duplicates}
+        return {"params": self.params,
+                **{spec.name: getattr(self, spec.name) for spec in param_specs(self) if spec.name != "force"}}
 
 
 def run_nightly(config: NightlyConfig, client, *, lock_held: bool = False) -> dict:

@@ -40,13 +40,13 @@ def pipeline_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def add_estimator_options(parser: argparse.ArgumentParser, estimator_class: type) -> None:
-    """One option per parameter of ``estimator_class``, derived from its parameter spec:
-    type, choices, default and help; booleans as ``--name/--no-name``."""
+def add_spec_options(parser: argparse.ArgumentParser, owner: type, title: str | None = None) -> None:
+    """One option per spec'd field of ``owner`` (an estimator, or a run's config class),
+    derived from its spec: type, choices, default and help; booleans as ``--name/--no-name``."""
     from dmf.model.params import param_specs
 
-    group = parser.add_argument_group(f"model ({estimator_class.__name__} parameters)")
-    for spec in param_specs(estimator_class):
+    group = parser.add_argument_group(title or f"model ({owner.__name__} parameters)")
+    for spec in param_specs(owner):
         flag = "--" + spec.name.replace("_", "-")
         text = spec.help.replace("%", "%%") + (f" None: {spec.none_means}." if spec.none_means else "")
         if spec.kind == "bool":
@@ -59,11 +59,11 @@ def add_estimator_options(parser: argparse.ArgumentParser, estimator_class: type
                                metavar=spec.name.upper(), help=text)
 
 
-def estimator_params(args: argparse.Namespace, estimator_class: type) -> dict:
-    """The values of ``estimator_class``'s parameters among the parsed ``args``."""
+def spec_values(args: argparse.Namespace, owner: type) -> dict:
+    """The values of ``owner``'s spec'd fields among the parsed ``args``."""
     from dmf.model.params import param_specs
 
-    return {spec.name: getattr(args, spec.name) for spec in param_specs(estimator_class)}
+    return {spec.name: getattr(args, spec.name) for spec in param_specs(owner)}
 
 
 def _check_config_value(parser: argparse.ArgumentParser, path: Path, key: str, action: argparse.Action,

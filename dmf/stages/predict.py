@@ -12,8 +12,7 @@ import pandas as pd
 
 from dmf.columns import ITEM, PREDICTION, USER
 from dmf.model.fitted import FittedModel
-
-UNKNOWN_POLICIES = ("bias", "nan", "drop")
+from dmf.model.params import UNKNOWN_POLICIES
 
 PREDICTION_META = pd.DataFrame({USER: [], ITEM: [], PREDICTION: pd.Series([], dtype="float32")})
 
