@@ -123,7 +123,7 @@ def _run_locked(config: NightlyConfig, client) -> dict:
         metrics = error_totals(model, test, client=client)
         published_metrics = published.metrics if published is not None else None
     with timer("ranking"):  # top-k without the training items, scored on the held-out ones
-        held_out_top_k = _TopK(model, config.k, client)
+        held_out_top_k = TopK(model, config.k, client)
         ranking = retry_on_worker_loss(
             lambda: ranking_metrics(held_out_top_k.frame(), test, k=config.k,
                                     relevance_threshold=config.relevance_threshold,
@@ -131,7 +131,7 @@ def _run_locked(config: NightlyConfig, client) -> dict:
             "top-k and ranking metrics", client)
     with timer("recommend"):  # what is published: the held-out pairs were rated too, never recommend them
         model.model_ = model.model_.replace(seen=model.model_.seen.with_pairs(*pair_rows(model.model_, test, client)))
-        top_k = _TopK(model, config.k, client)
+        top_k = TopK(model, config.k, client)
         top_k.frame()
     metrics = {**metrics, "ranking": ranking}
     report = {
@@ -178,7 +178,7 @@ def _load_published(path: Path | None, test, client) -> _Published | None:
         return None
 
 
-class _TopK:
+class TopK:
     """The top-k recommendations of every user, persisted on the cluster; computed again
     (from the model on the client) when a lost worker took some of them."""
 

@@ -40,13 +40,17 @@ def pipeline_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def add_spec_options(parser: argparse.ArgumentParser, owner: type, title: str | None = None) -> None:
-    """One option per spec'd field of ``owner`` (an estimator, or a run's config class),
-    derived from its spec: type, choices, default and help; booleans as ``--name/--no-name``."""
+def add_spec_options(parser: argparse.ArgumentParser, owner: type, title: str | None = None,
+                     skip: tuple[str, ...] = ()) -> None:
+    """One option per spec'd field of ``owner`` (an estimator, or a run's config class) but
+    those in ``skip``, derived from its spec: type, choices, default and help; booleans as
+    ``--name/--no-name``."""
     from dmf.model.params import param_specs
 
     group = parser.add_argument_group(title or f"model ({owner.__name__} parameters)")
     for spec in param_specs(owner):
+        if spec.name in skip:
+            continue
         flag = "--" + spec.name.replace("_", "-")
         text = spec.help.replace("%", "%%") + (f" None: {spec.none_means}." if spec.none_means else "")
         if spec.kind == "bool":
@@ -63,7 +67,7 @@ def spec_values(args: argparse.Namespace, owner: type) -> dict:
     """The values of ``owner``'s spec'd fields among the parsed ``args``."""
     from dmf.model.params import param_specs
 
-    return {spec.name: getattr(args, spec.name) for spec in param_specs(owner)}
+    return {spec.name: getattr(args, spec.name) for spec in param_specs(owner) if hasattr(args, spec.name)}
 
 
 def _check_config_value(parser: argparse.ArgumentParser, path: Path, key: str, action: argparse.Action,

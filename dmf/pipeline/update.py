@@ -1,0 +1,131 @@
+"""An incremental update between nightly retrains: fold in the users whose ratings arrived
+in snapshot files the current version was not published from (and the items new to the
+model), gate on those users' held-out pairs, and publish a new version through the same
+machinery as the nightly run (lock, staging, quality gate, ``models/current`` switch).
+
+It folds in (one exact half-step per changed row against the published model's fixed other
+side) instead of retraining, so it runs in seconds; the next nightly retrains everything.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+
+import dask.dataframe as dd
+import numpy as np
+
+from dmf.columns import ITEM, USER
+from dmf.data.ratings import read_ratings
+from dmf.data.splits import random_split
+from dmf.estimators import Estimator
+from dmf.pipeline.home import (
+    current_version,
+    exclusive_lock,
+    fingerprint,
+    gate_and_publish,
+    published_summary,
+    remove_stale_staging,
+    snapshot_digests,
+)
+from dmf.pipeline.nightly import NightlyConfig, TopK
+from dmf.pipeline.options import PipelineRefused, Timer, versions
+from dmf.scheduler import retry_on_worker_loss
+from dmf.stages.metrics import error_totals
+from dmf.stages.serving import pair_rows
+from dmf.storage import write_json_atomic
+
+logger = logging.getLogger(__name__)
+
+
+def run_update(config: NightlyConfig, client, *, lock_held: bool = False) -> dict:
+    """One incremental update; returns its summary (``status``: ``published`` or
+    ``unchanged``). Raises :class:`PipelineRefused` at the gate; a failed run is recorded in
+    ``last-run.json``. ``config.params`` and ``config.force`` are not used: the model's
+    parameters are the published version's."""
+    lock = contextlib.nullcontext() if lock_held else exclusive_lock(config.home / "nightly.lock")
+    with lock:
+        try:
+            return _update_locked(config, client)
+        except PipelineRefused:
+            raise
+        except Exception as error:
+            write_json_atomic(config.home / "last-run.json", {
+                "status": "failed", "kind": "update", "error": f"{type(error).__name__}: {error}",
+                "snapshot": str(config.snapshot), "versions": versions(),
+                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            raise
+
+
+def _update_locked(config: NightlyConfig, client) -> dict:
+    timer = Timer()
+    logger.info("update run %d holds %s", os.getpid(), config.home / "nightly.lock")
+    stale = remove_stale_staging(config.home)
+    if stale:
+        logger.warning("removed %s left by an interrupted run", ", ".join(stale))
+    published_path = current_version(config.home)
+    if published_path is None:
+        raise ValueError(f"{config.home} has no published version to update: run the nightly first")
+    known = published_summary(published_path).get("snapshot_files")
+    if known is None:
+        raise ValueError(f"{published_path.name} records no snapshot files (published by an older dmf): run the "
+                         "nightly first")
+    digests = snapshot_digests(config.snapshot)
+    removed = sorted(set(known) - set(digests))
+    if removed:
+        raise ValueError(f"files were removed from the snapshot since {published_path.name} ({removed[:3]}): "
+                         "an update only adds ratings; run the nightly")
+    new_files = sorted(name for name, digest in digests.items() if known.get(name) != digest)
+    if not new_files:
+        report = {"status": "unchanged", "kind": "update", "current": published_path.name,
+                  "snapshot": str(config.snapshot), "versions": versions(), "seconds": timer.seconds}
+        write_json_atomic(config.home / "last-run.json", report)
+        logger.info("no snapshot file is new since %s; nothing to fold in", published_path.name)
+        return report
+    published = Estimator.load(published_path / "model")
+    with timer("ingest"):
+        ratings = client.persist(read_ratings(config.snapshot, duplicates=config.duplicates))
+        fresh = dd.read_parquet([str(config.snapshot / name) for name in new_files])
+        affected = np.asarray(fresh[USER].unique().compute())
+        new_items = np.setdiff1d(np.asarray(fresh[ITEM].unique().compute()), np.asarray(published.item_ids_))
+    train, test = random_split(ratings, config.test_fraction, config.split_seed)
+    with timer("fold-in"):
+        model = published.fold_in(train[train[USER].isin(list(affected))], client=client)
+        if len(new_items):
+            model = model.fold_in(train[train[ITEM].isin(list(new_items))], side="items", client=client)
+    sample = client.persist(test[test[USER].isin(list(affected))])
+    with timer("evaluate"):
+        metrics = error_totals(model, sample, client=client) if len(sample) else {"rmse": float("nan"), "count": 0}
+        published_metrics = _published_metrics(published, sample, client) if len(sample) else None
+    with timer("recommend"):  # the affected users' held-out pairs were rated too: never recommend them
+        model.model_ = model.model_.replace(seen=model.model_.seen.with_pairs(*pair_rows(model.model_, sample, client)))
+        top_k = TopK(model, config.k, client)
+        top_k.frame()
+    settings = {**config.settings(), "params": model.get_params()}
+    report = {
+        "kind": "update", "base": published_path.name, "snapshot": str(config.snapshot), "new_files": new_files,
+        "folded": {"users": int(len(affected)), "items": int(len(new_items))},
+        "params": model.get_params(), "metrics": metrics, "published_metrics": published_metrics,
+        "settings": settings, "snapshot_files": digests,
+        # never equal to a nightly's fingerprint: the next nightly retrains what this folded in
+        "fingerprint": "update:" + fingerprint(digests, settings), "versions": versions(),
+    }
+    return gate_and_publish(
+        config.home, model=model, report=report, published_path=published_path,
+        published_rmse=published_metrics["rmse"] if published_metrics is not None else None,
+        tolerance=config.tolerance, keep=config.keep, timer=timer,
+        write_recommendations=lambda path: retry_on_worker_loss(
+            lambda: top_k.frame().to_parquet(path, write_index=False), "writing the recommendations", client),
+    )
+
+
+def _published_metrics(published: Estimator, sample, client) -> dict | None:
+    """The published model's metrics on the same held-out sample (its users were folded in
+    from fewer ratings, or were unknown to it: the bias model)."""
+    try:
+        return error_totals(published, sample, client=client)
+    except ValueError as problem:
+        logger.error("the published model cannot be scored on the sample (%s); publishing without a gate", problem)
+        return None
