@@ -183,3 +183,38 @@ def test_with_rows_rebuilds_seen_items_as_a_naive_rebuild_would():
         got = updated.seen.items[updated.seen.indptr[row] : updated.seen.indptr[row + 1]].tolist()
         assert got == list(expected[uid]), uid
     np.testing.assert_array_equal(updated.user_factors[final_ids.get_indexer(folded_ids)], np.ones((4, 2)))
+
+
+def test_ids_with_attributes_but_no_ratings_get_mapped_factors(client, split):
+    """Gantner et al.'s mapping: an item with attributes but no ratings becomes a model row
+    that predictions and top-k use; trained rows stay as they were."""
+    train, _ = split
+    items = np.sort(train["item"].unique())
+    genre = {item: ("a" if item % 3 else "b") for item in items}
+    features = pd.DataFrame({"item": list(items) + [10_001], "kind": [genre[i] for i in items] + ["a"],
+                             "weight": list(np.arange(len(items), dtype=float)) + [7.0]})
+    model = dmf.ALS(**PARAMS, feature_reg=1.0).fit(train, item_features=features)
+    assert 10_001 in set(model.item_ids_) and len(model.item_ids_) == len(items) + 1
+    plain = dmf.ALS(**PARAMS).fit(train)
+    np.testing.assert_array_equal(model.item_factors_[:-1], plain.item_factors_)  # trained rows unchanged
+    assert model.predict(pd.DataFrame({"user": [model.user_ids_[0]], "item": [10_001]})).compute()[
+        "prediction"].notna().all()
+    top = model.recommend(len(items) + 1, users=[model.user_ids_[0]]).compute()
+    assert 10_001 in set(top["item"])
+    with pytest.raises(ValueError, match="features repeat 1 item ids"):
+        dmf.ALS(**PARAMS).fit(train, item_features=pd.concat([features, features.tail(1)]))
+
+
+def test_the_weighted_ridge_map_equals_an_augmented_least_squares_solve():
+    from dmf.engine.mapping import apply_linear_map, fit_linear_map
+
+    rng = np.random.default_rng(3)
+    features, targets, weights = rng.normal(size=(40, 5)), rng.normal(size=(40, 3)), rng.random(40) + 0.1
+    mapped = fit_linear_map(features, targets, 2.5, weights)
+    # the same objective as one least-squares problem: sqrt(weight)-scaled rows plus ridge rows
+    design = np.hstack([features, np.ones((40, 1))]) * np.sqrt(weights)[:, None]
+    ridge = np.hstack([np.sqrt(2.5) * np.eye(5), np.zeros((5, 1))])
+    expected = np.linalg.lstsq(np.vstack([design, ridge]),
+                               np.vstack([targets * np.sqrt(weights)[:, None], np.zeros((5, 3))]), rcond=None)[0]
+    np.testing.assert_allclose(mapped, expected, atol=1e-10)
+    np.testing.assert_allclose(apply_linear_map(features[:2], mapped), np.hstack([features[:2], np.ones((2, 1))]) @ expected)

@@ -73,6 +73,7 @@ class ALS(_BlockedALS):
     solver: str = params.solver()
     cg_steps: int = params.cg_steps()
     nonnegative: bool = params.nonnegative()
+    feature_reg: float = params.feature_reg()
 
     def check_params(self) -> None:
         super().check_params()
@@ -114,6 +115,7 @@ class ImplicitALS(_BlockedALS):
     cg_steps: int = params.cg_steps()
     nonnegative: bool = params.nonnegative()
     unknown: str = params.unknown()
+    feature_reg: float = params.feature_reg()
 
     def _objective(self) -> Objective:
         return Objective(rank=int(self.rank), reg=float(self.reg), use_biases=False, implicit=True,

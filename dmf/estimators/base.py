@@ -19,12 +19,14 @@ import pandas as pd
 
 from dmf import scheduler
 from dmf.columns import ITEM, USER
+from dmf.data.features import encode_features
 from dmf.data.ratings import read_ratings
 from dmf.errors import DmfWarning
 from dmf.frames import as_dask_frame, require_columns
 from dmf.model.fitted import FittedModel
 from dmf.model.params import param_specs, parameters_doc
 from dmf.model.persistence import load_model, save_model
+from dmf.stages.coldstart import with_cold_rows
 from dmf.stages.predict import predict_stage
 from dmf.stages.serving import (
     fold_in_frame,
@@ -155,7 +157,8 @@ class Estimator:
 
     # -- training -----------------------------------------------------------------------------
     def fit(self, ratings: RatingsSource, *, client: Client | None = None, validate: bool = True,
-            warm_start: Estimator | FittedModel | None = None) -> Self:
+            warm_start: Estimator | FittedModel | None = None, user_features: pd.DataFrame | None = None,
+            item_features: pd.DataFrame | None = None) -> Self:
         """Fit on a ratings table; returns ``self``.
 
         Parameters
@@ -172,8 +175,18 @@ class Estimator:
             A fitted estimator or model whose factors start the users and items it knows
             (others start from the seed). One with NaN or infinite values is ignored with a
             :class:`dmf.errors.DmfWarning`.
+        user_features, item_features
+            Side information: a pandas table of attributes per user (column ``user``) or
+            item (column ``item``); numeric columns, text or categorical columns and columns
+            of lists (genres) are encoded (:func:`dmf.data.features.encode_features`). Ids in
+            the table without ratings get factors and a bias from their attributes, by a
+            ridge mapping (``feature_reg``) learned on the trained ids (Gantner et al. 2010);
+            ids with neither ratings nor attributes keep the bias fallback.
         """
         self.check_params()
+        for id_column, features in ((USER, user_features), (ITEM, item_features)):
+            if features is not None:
+                encode_features(features, id_column)  # bad side information fails before the fit
         frame = read_ratings(ratings) if validate else as_dask_frame(ratings, "ratings")
         if isinstance(warm_start, Estimator):
             warm_start = warm_start.fitted_model()
@@ -185,7 +198,12 @@ class Estimator:
                 logger.warning(message)
                 warnings.warn(message, DmfWarning, stacklevel=2)
                 warm_start = None
-        self.model_ = self._fit(frame, client=scheduler.resolve_client(client), warm_start=warm_start)
+        model = self._fit(frame, client=scheduler.resolve_client(client), warm_start=warm_start)
+        for side, features in (("users", user_features), ("items", item_features)):
+            if features is not None:
+                model = with_cold_rows(model, side, features, float(getattr(self, "feature_reg", 10.0)),
+                                       bool(getattr(self, "nonnegative", False)))
+        self.model_ = model
         return self
 
     def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None) -> FittedModel:

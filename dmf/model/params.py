@@ -139,6 +139,12 @@ def n_blocks() -> Any:
                  none_means="one block per side per worker thread of the cluster")
 
 
+def feature_reg(default: float = 10.0) -> Any:
+    return param(default, "Ridge penalty of the attribute-to-factor mapping that gives users and items without "
+                 "ratings factors from their attributes (fit(..., user_features=, item_features=)).", minimum=0,
+                 open_minimum=True)
+
+
 def solver() -> Any:
     return param("cg", "Per row: 'cg' takes cg_steps conjugate-gradient steps from the previous epoch's factors "
                  "(Takács et al. 2011; compiled, O(n_u·k) per step); 'cholesky' solves exactly (O(n_u·k²)).",
