@@ -218,3 +218,18 @@ def test_the_weighted_ridge_map_equals_an_augmented_least_squares_solve():
                                np.vstack([targets * np.sqrt(weights)[:, None], np.zeros((5, 3))]), rcond=None)[0]
     np.testing.assert_allclose(mapped, expected, atol=1e-10)
     np.testing.assert_allclose(apply_linear_map(features[:2], mapped), np.hstack([features[:2], np.ones((2, 1))]) @ expected)
+
+
+def test_recommend_ranks_a_candidate_set_and_one_off_histories_on_the_cluster(client, split):
+    train, fresh = split
+    model = dmf.ALS(**PARAMS).fit(train)
+    candidates = list(model.item_ids_[::4]) + [123_456]  # one unknown id, left out
+    ranked = model.recommend(5, items=candidates).compute()
+    assert set(ranked["item"]) <= set(candidates)
+    for user in model.user_ids_[:5]:
+        expected = model.recommend_user(user, k=5, items=candidates)
+        assert ranked.loc[ranked["user"] == user, "item"].tolist() == expected["item"].tolist()
+    one_off = model.recommend(5, history=fresh).compute()
+    assert set(one_off["user"]) == set(fresh["user"])
+    assert not set(zip(one_off["user"], one_off["item"])) & set(zip(fresh["user"], fresh["item"]))
+    assert not set(fresh["user"]) & set(model.user_ids_)  # the model itself is unchanged

@@ -225,6 +225,25 @@ class FittedModel:
             items[indptr[new_rows] + within] = new_items
         return SeenItems(indptr, items)
 
+    def only_items(self, item_rows: np.ndarray) -> FittedModel:
+        """The model restricted to the items at ``item_rows`` (negative rows are left out):
+        what ranking a candidate set needs. Seen items are renumbered; others dropped."""
+        item_rows = np.unique(np.asarray(item_rows, dtype=np.int64))
+        item_rows = item_rows[item_rows >= 0]
+        changes = {"item_ids": IdVocabulary(self.item_ids.ids[item_rows]),
+                   "item_factors": self.item_factors[item_rows],
+                   "item_biases": None if self.item_biases is None else self.item_biases[item_rows]}
+        if self.seen is not None:
+            new_index = np.full(len(self.item_ids), -1, dtype=np.int64)
+            new_index[item_rows] = np.arange(len(item_rows))
+            mapped = new_index[self.seen.items]
+            keep = mapped >= 0
+            rows = np.repeat(np.arange(self.seen.n_users), np.diff(self.seen.indptr))[keep]
+            indptr = np.zeros(self.seen.n_users + 1, dtype=np.int64)
+            np.cumsum(np.bincount(rows, minlength=self.seen.n_users), out=indptr[1:])
+            changes["seen"] = SeenItems(indptr, mapped[keep].astype(np.int32))
+        return self.replace(**changes)
+
     def check_finite(self) -> None:
         """Raise ``ValueError`` naming the table and count of NaN or infinite values."""
         for name in ("user_factors", "item_factors", "user_biases", "item_biases"):
