@@ -1,7 +1,8 @@
 """Recommend: top-k items for every user (or the listed ones) of a saved model, as Parquet.
 
 Writes OUTPUT (a Parquet directory of user, rank, item, score; atomically) and
-OUTPUT.summary.json beside it.
+OUTPUT.summary.json beside it. With --similar-items DIR it also writes, for every item of
+the catalog, its k most similar items (item, rank, similar, score; cosine of item factors).
 """
 
 from pathlib import Path
@@ -25,10 +26,13 @@ def main(argv=None) -> int:
     parser.add_argument("--include-seen", action="store_true",
                         help="allow items a user rated in training (by default they are never recommended)")
     parser.add_argument("--users", type=Path, help="Parquet file with a user column: recommend for these only")
+    parser.add_argument("--similar-items", type=Path,
+                        help="also write the k most similar items of every item as Parquet here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     args = cli.parse_args(parser, argv)
-    if args.output.exists() and not args.overwrite:
-        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    for output in (args.output, args.similar_items):
+        if output is not None and output.exists() and not args.overwrite:
+            raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
     timer = cli.Timer()
     model = dmf.load(args.model)
     users = pd.read_parquet(args.users, columns=["user"])["user"] if args.users else None
@@ -40,6 +44,9 @@ def main(argv=None) -> int:
             recommendations = persist_with_progress(top_k, client, "top-k")
             recommendations.to_parquet(staging, write_index=False)
             rows = len(recommendations)  # counted from the persisted partitions, not by reading the output back
+        if args.similar_items is not None:
+            with timer("similar items"), atomic_directory(args.similar_items, overwrite=args.overwrite) as staging:
+                model.similar_items(k=args.k, client=client).to_parquet(staging, write_index=False)
     write_json_atomic(Path(f"{args.output}.summary.json"), cli.summary(args, rows={"recommendations": rows},
                                                                         seconds=timer.seconds))
     print(f"wrote {rows} recommendations to {args.output}")

@@ -53,12 +53,17 @@ def test_train_evaluate_recommend_chain(cluster, ratings_dir, tmp_path):
     assert metrics["rmse"] == pytest.approx(model.history_[-1]["train_rmse"], rel=1e-3)
 
     recommended = run_pipeline("recommend.py", "--scheduler", scheduler, "--model", tmp_path / "model",
-                               "--exclude", ratings_dir, "--k", 3, "--output", tmp_path / "recs")
+                               "--exclude", ratings_dir, "--k", 3, "--output", tmp_path / "recs",
+                               "--similar-items", tmp_path / "similar")
     assert recommended.returncode == 0, recommended.stderr
     assert re.search(r"top-k: (\d+)/\1 tasks done", recommended.stderr), recommended.stderr  # progress, to the end
     recs = pd.read_parquet(tmp_path / "recs")
     assert set(recs["user"]) == set(model.user_ids_)
     assert recs.groupby("user").size().max() == 3
+    similar = pd.read_parquet(tmp_path / "similar")
+    assert len(similar) == 3 * len(model.item_ids_) and set(similar["item"]) == set(model.item_ids_)
+    expected = model.similar_items([model.item_ids_[0]], k=3)
+    assert similar[similar["item"] == model.item_ids_[0]]["similar"].tolist() == expected["similar"].tolist()
 
 
 def test_bad_input_fails_with_one_line_and_writes_nothing(cluster, tmp_path):
