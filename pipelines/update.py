@@ -2,8 +2,8 @@
 in snapshot files that are new since the current version, gate on their held-out pairs,
 and publish models/v{N} atomically through the nightly's machinery (same home, same lock).
 
-The model's parameters are the published version's; the split settings should be the
-nightly's (same --test-fraction and --split-seed), so that held-out pairs stay held out.
+The model's parameters and the split settings (test fraction, split seed, duplicates) are
+the published version's, so that the nightly's held-out pairs stay held out.
 Runs in seconds at MovieLens scale; the next nightly retrains everything.
 
 Exit codes: 0 published or unchanged (no new file), 3 refused by the quality gate (the current
@@ -23,7 +23,8 @@ def main(argv=None) -> int:
     parser.add_argument("--snapshot", type=Path, required=True,
                         help="directory of Parquet files with user, item, rating[, timestamp]; new files are added over time")
     parser.add_argument("--home", type=Path, required=True, help="the nightly's home: models/, the lock, last-run.json")
-    cli.add_spec_options(parser, NightlyConfig, "run settings", skip=("force",))
+    cli.add_spec_options(parser, NightlyConfig, "run settings",
+                         skip=("force", "test_fraction", "split_seed", "duplicates", "relevance_threshold"))
     args = cli.parse_args(parser, argv)
     config = NightlyConfig(snapshot=args.snapshot, home=args.home, **cli.spec_values(args, NightlyConfig))
     with exclusive_lock(args.home / "nightly.lock"), cli.connect(args) as client:

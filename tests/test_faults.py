@@ -327,3 +327,23 @@ def test_recommend_for_unknown_users_follows_the_unknown_policy(client, ratings)
     model = dmf.ImplicitALS(rank=2, max_iter=1, unknown="drop").fit(ratings)
     assert len(model.recommend(3, users=[10**6]).compute()) == 0
     assert len(model.recommend(3, users=[10**6, int(model.user_ids_[0])]).compute()) == 3
+
+
+def test_an_update_folds_in_new_items_and_the_new_users_who_rated_them(client, ratings, tmp_path):
+    from dmf.pipeline.update import run_update
+
+    snapshot = tmp_path / "snapshot"
+    snapshot.mkdir()
+    ratings.to_parquet(snapshot / "part-0.parquet")
+    home = tmp_path / "home"
+    run_nightly(NightlyConfig(snapshot=snapshot, home=home, params={"rank": 2, "max_iter": 2}), client)
+    known_users = np.sort(ratings["user"].unique())[:5]
+    fresh = pd.DataFrame({"user": [90_001] * 6 + list(known_users),
+                          "item": [70_001] * 6 + [70_001] * 5, "rating": [4.0] * 11})
+    fresh.loc[1:5, "item"] = np.sort(ratings["item"].unique())[:5]  # the new user also rates known items
+    fresh.to_parquet(snapshot / "part-1.parquet")
+    report = run_update(NightlyConfig(snapshot=snapshot, home=home, tolerance=10.0, test_fraction=0.5), client)
+    assert report["status"] == "published" and report["folded"] == {"users": 6, "items": 1}
+    assert report["settings"]["test_fraction"] == 0.1  # the published version's split, not this run's
+    model = dmf.load(home / "models" / "current" / "model")
+    assert 90_001 in set(model.user_ids_) and 70_001 in set(model.item_ids_)

@@ -233,3 +233,46 @@ def test_recommend_ranks_a_candidate_set_and_one_off_histories_on_the_cluster(cl
     assert set(one_off["user"]) == set(fresh["user"])
     assert not set(zip(one_off["user"], one_off["item"])) & set(zip(fresh["user"], fresh["item"]))
     assert not set(fresh["user"]) & set(model.user_ids_)  # the model itself is unchanged
+
+
+def test_review_cases_of_the_serving_paths(client, split, tmp_path):
+    import dask.dataframe as dd
+
+    from dmf.data.features import encode_features
+    from dmf.stages.serving import similar_rows
+
+    train, fresh = split
+    model = dmf.ALS(**PARAMS).fit(train)
+    # a fold-in stage whose shuffle leaves partitions empty
+    one_user = fresh[fresh["user"] == fresh["user"].iloc[0]]
+    staged = model.fold_in(dd.from_pandas(one_user, npartitions=4))
+    np.testing.assert_array_equal(staged.user_factors_, model.fold_in(one_user).user_factors_)
+    # ties at the cut of similar rows go to the lower indices (cold rows can be identical)
+    assert similar_rows(np.zeros((6, 2)), np.array([3]), 3)[0].tolist() == [[0, 1, 2]]
+    # features with a repeated index and nullable strings
+    features = pd.DataFrame({"item": [1, 2, 3], "kind": pd.array(["a", pd.NA, "b"], dtype="string")}, index=[0, 0, 1])
+    ids, matrix, names = encode_features(features, "item")
+    assert names == ["kind=a", "kind=b"] and matrix.tolist() == [[1, 0], [0, 0], [0, 1]]
+    # a model without seen items: a fold-in still records the folded user's items
+    bare = dmf.ALS(**model.get_params())
+    bare.model_ = model.model_.without_seen()
+    folded = bare.fold_in(one_user)
+    user = one_user["user"].iloc[0]
+    assert not set(folded.recommend_user(user, k=50)["item"]) & set(one_user["item"])
+
+
+def test_implicit_history_items_are_never_recommended_back(client, split):
+    train, fresh = split
+    model = dmf.ImplicitALS(rank=4, max_iter=3, threshold=3.5).fit(train)
+    user = fresh["user"].iloc[0]
+    history = fresh[fresh["user"] == user]
+    local = model.recommend_user(user, history=history[["item", "rating"]], k=50)
+    assert not set(local["item"]) & set(history["item"])  # below the threshold too
+    staged = model.recommend(50, history=history).compute()
+    assert local["item"].tolist() == staged["item"].tolist()
+    known = model.user_ids_[0]
+    low = pd.DataFrame({"item": model.item_ids_[:3], "rating": [1.0, 1.0, 1.0]})  # nothing folds in
+    kept = model.recommend_user(known, history=low, k=5)
+    staged = model.recommend(5, history=low.assign(user=known)).compute()
+    assert kept["item"].tolist() == staged["item"].tolist()
+    assert not set(kept["item"]) & set(low["item"])

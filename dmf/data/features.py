@@ -18,6 +18,7 @@ def encode_features(features: pd.DataFrame, id_column: str) -> tuple[pd.Index, n
         raise TypeError(f"features must be a pandas DataFrame with an {id_column!r} column, got {type(features).__name__}")
     if id_column not in features.columns:
         raise ValueError(f"features have no column {id_column!r} (columns: {list(features.columns)})")
+    features = features.reset_index(drop=True)
     ids = pd.Index(features[id_column])
     if not ids.is_unique:
         repeated = ids[ids.duplicated()].unique()
@@ -45,7 +46,9 @@ def encode_features(features: pd.DataFrame, id_column: str) -> tuple[pd.Index, n
             labels = sorted(values.dropna().unique(), key=str)
             if len(labels) < 2:
                 continue
-            hot = (values.to_numpy()[:, None] == np.asarray(labels, dtype=object)[None, :]).astype(np.float64)
+            codes = pd.Categorical(values, categories=labels).codes  # -1 for missing values
+            hot = np.zeros((len(values), len(labels)))
+            hot[np.flatnonzero(codes >= 0), codes[codes >= 0]] = 1.0
             blocks.append(hot)
             names.extend(f"{column}={label}" for label in labels)
     if not blocks:

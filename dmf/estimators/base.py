@@ -251,6 +251,10 @@ class Estimator(Serving):
         source = self
         if history is not None:
             source = self.fold_in(history, client=client)
+            if exclude_seen:  # every history item, also those a threshold leaves out of the fold-in
+                pairs = history[[USER, ITEM]]
+                exclude = pairs if exclude is None else dd.concat([as_dask_frame(exclude, "exclude")[[USER, ITEM]],
+                                                                    as_dask_frame(pairs, "history")])
             if users is None:
                 users = pd.unique(as_dask_frame(history, "history")[USER].compute()) if isinstance(
                     history, dd.DataFrame) else pd.unique(history[USER])

@@ -46,7 +46,9 @@ class Serving:
         model's fixed other side with the training objective; known rows are replaced, and a
         folded-in user's seen items are its ``ratings``. A pandas frame of up to
         ``LOCAL_FOLD_IN_ROWS`` rows is folded in locally, larger frames on the cluster.
-        Ratings of ids the other side does not know are left out."""
+        Ratings of ids the other side does not know are left out (and, for implicit feedback
+        with a ``threshold``, ratings below it): a known row none of whose ratings remain
+        keeps its row and seen items."""
         model = self.fitted_model()
         if isinstance(ratings, pd.DataFrame) and len(ratings) <= LOCAL_FOLD_IN_ROWS:
             folded = fold_in_frame(model, side, self._prepare_part(ratings), self._objective())
@@ -70,8 +72,10 @@ class Serving:
             A training user id, or any id for a one-off user given by ``history``.
         history
             Ratings of a one-off user (``item, rating``; a ``user`` column, if any, must hold
-            one id): the user is folded in for this call only, and its items are its seen
-            items. Without ``history`` an unknown ``user`` gets the bias model's ranking.
+            one id): the user is folded in for this call only, and every history item counts
+            as seen. If nothing folds in (unknown items only, or none above an implicit
+            model's threshold), a known ``user`` keeps its row. Without ``history`` an unknown
+            ``user`` gets the bias model's ranking.
         items
             Candidate item ids: rank only these (unknown ids are left out).
         exclude_seen
@@ -81,23 +85,24 @@ class Serving:
             raise ValueError(f"k must be a positive integer, got {k!r}")
         model = self.fitted_model()
         vector, bias, never = np.zeros(model.rank, np.float32), 0.0, np.empty(0, np.int64)
+        folded = False
         if history is not None:
             if USER in history.columns and history[USER].nunique() > 1:
                 raise ValueError(f"history holds {history[USER].nunique()} users; recommend_user takes one "
                                  "(fold_in folds in many)")
             frame = history.assign(**{USER: 0})
-            ids, factors, biases, (_, others) = fold_in_frame(model, "users", self._prepare_part(frame),
-                                                              self._objective())
+            ids, factors, biases, _ = fold_in_frame(model, "users", self._prepare_part(frame), self._objective())
             if len(ids):
-                vector, bias = factors[0], float(biases[0]) if biases is not None else 0.0
-            never = others if exclude_seen else never
-        else:
-            row = int(model.user_ids.index_of([user])[0])
-            if row >= 0:
-                vector = model.user_factors[row]
-                bias = float(model.user_biases[row]) if model.has_biases else 0.0
-                if exclude_seen and model.seen is not None:
-                    never = model.seen.of_rows(np.array([row]))[1]
+                folded, vector, bias = True, factors[0], float(biases[0]) if biases is not None else 0.0
+            if exclude_seen:  # every history item, also those a threshold leaves out of the fold-in
+                never = model.item_ids.index_of(history[ITEM].to_numpy())
+                never = never[never >= 0]
+        row = int(model.user_ids.index_of([user])[0])
+        if not folded and row >= 0:  # as fold_in: a known user nothing was folded in for keeps its row
+            vector = model.user_factors[row]
+            bias = float(model.user_biases[row]) if model.has_biases else 0.0
+            if exclude_seen and model.seen is not None:
+                never = np.concatenate([never, model.seen.of_rows(np.array([row]))[1]])
         candidates = None
         if items is not None:
             candidates = model.item_ids.index_of(pd.Index(list(items)))

@@ -180,13 +180,16 @@ class FittedModel:
         changes = {"user_ids" if side == "users" else "item_ids": new_ids,
                    "user_factors" if side == "users" else "item_factors": merged,
                    "user_biases" if side == "users" else "item_biases": merged_biases}
-        if self.seen is not None:
+        if self.seen is not None or interactions is not None:
             changes["seen"] = self._seen_with(side, old_position, folded_position, interactions, len(new_ids))
         return self.replace(**changes)
 
     def _seen_with(self, side, old_position, folded_position, interactions, n_new) -> SeenItems:
-        """Seen items after :meth:`with_rows`: rows renumbered, folded rows' interactions in."""
+        """Seen items after :meth:`with_rows`: rows renumbered, folded rows' interactions in (a
+        model without seen items starts from none)."""
         seen = self.seen
+        if seen is None:
+            seen = SeenItems(np.zeros(len(self.user_ids) + 1, dtype=np.int64), np.empty(0, dtype=np.int32))
         if side == "items":
             rows = np.repeat(np.arange(seen.n_users), np.diff(seen.indptr))
             items = old_position[seen.items]

@@ -68,7 +68,8 @@ def _update_locked(config: NightlyConfig, client) -> dict:
     published_path = current_version(config.home)
     if published_path is None:
         raise ValueError(f"{config.home} has no published version to update: run the nightly first")
-    known = published_summary(published_path).get("snapshot_files")
+    summary = published_summary(published_path)
+    known = summary.get("snapshot_files")
     if known is None:
         raise ValueError(f"{published_path.name} records no snapshot files (published by an older dmf): run the "
                          "nightly first")
@@ -84,29 +85,42 @@ def _update_locked(config: NightlyConfig, client) -> dict:
         write_json_atomic(config.home / "last-run.json", report)
         logger.info("no snapshot file is new since %s; nothing to fold in", published_path.name)
         return report
+    # the split and ingest settings are the published version's: its held-out pairs stay held out
+    settings = summary.get("settings", {})
+    split = {name: settings.get(name, getattr(config, name)) for name in ("test_fraction", "split_seed", "duplicates")}
     published = Estimator.load(published_path / "model")
     with timer("ingest"):
-        ratings = client.persist(read_ratings(config.snapshot, duplicates=config.duplicates))
+        ratings = client.persist(read_ratings(config.snapshot, duplicates=split["duplicates"]))
         fresh = dd.read_parquet([str(config.snapshot / name) for name in new_files])
         affected = np.asarray(fresh[USER].unique().compute())
         new_items = np.setdiff1d(np.asarray(fresh[ITEM].unique().compute()), np.asarray(published.item_ids_))
-    train, test = random_split(ratings, config.test_fraction, config.split_seed)
+    train, test = random_split(ratings, split["test_fraction"], split["split_seed"])
     with timer("fold-in"):
-        model = published.fold_in(train[train[USER].isin(list(affected))], client=client)
+        # new items first (from the users the model knows), then the users, whose ratings of the
+        # new items now count, then the new items again (now also from the new users)
+        new_item_ratings = train[train[ITEM].isin(list(new_items))]
+        model = published.fold_in(new_item_ratings, side="items", client=client) if len(new_items) else published
+        model = model.fold_in(train[train[USER].isin(list(affected))], client=client)
         if len(new_items):
-            model = model.fold_in(train[train[ITEM].isin(list(new_items))], side="items", client=client)
+            model = model.fold_in(new_item_ratings, side="items", client=client)
+    folded_users = int(np.isin(affected, np.asarray(model.user_ids_)).sum())
+    folded_items = int(np.isin(new_items, np.asarray(model.item_ids_)).sum())
     sample = client.persist(test[test[USER].isin(list(affected))])
     with timer("evaluate"):
-        metrics = error_totals(model, sample, client=client) if len(sample) else {"rmse": float("nan"), "count": 0}
-        published_metrics = _published_metrics(published, sample, client) if len(sample) else None
+        if len(sample):
+            metrics = error_totals(model, sample, client=client)
+            published_metrics = _published_metrics(published, sample, client)
+        else:
+            logger.warning("the folded-in users have no held-out pairs: publishing without a quality gate")
+            metrics, published_metrics = {"rmse": float("nan"), "count": 0}, None
     with timer("recommend"):  # the affected users' held-out pairs were rated too: never recommend them
         model.model_ = model.model_.replace(seen=model.model_.seen.with_pairs(*pair_rows(model.model_, sample, client)))
         top_k = TopK(model, config.k, client)
         top_k.frame()
-    settings = {**config.settings(), "params": model.get_params()}
+    settings = {**config.settings(), **split, "params": model.get_params()}
     report = {
         "kind": "update", "base": published_path.name, "snapshot": str(config.snapshot), "new_files": new_files,
-        "folded": {"users": int(len(affected)), "items": int(len(new_items))},
+        "folded": {"users": folded_users, "items": folded_items},
         "params": model.get_params(), "metrics": metrics, "published_metrics": published_metrics,
         "settings": settings, "snapshot_files": digests,
         # never equal to a nightly's fingerprint: the next nightly retrains what this folded in

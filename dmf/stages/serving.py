@@ -62,6 +62,8 @@ def _fold_in_partition(part: pd.DataFrame, model: FittedModel, side: str, object
 def _group(interactions: tuple, n_rows: int) -> list:
     """Per row, the other-side indices of its interactions."""
     rows, others = interactions
+    if n_rows == 0:
+        return []
     order = np.argsort(rows, kind="stable")
     return np.split(others[order], np.cumsum(np.bincount(rows, minlength=n_rows))[:-1])
 
@@ -147,7 +149,8 @@ def unit_rows(factors: np.ndarray) -> np.ndarray:
 
 def similar_rows(unit: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """For each of ``rows``: the ``k`` most cosine-similar other rows and their similarities
-    (best first, ties by lower index), as (indices (n, k), scores (n, k)); -1 pads."""
+    (best first, ties by lower index), as (indices (n, k'), scores (n, k')) with
+    ``k' = min(k, number of rows - 1)``."""
     k = min(k, len(unit) - 1)
     similarity = unit[rows] @ unit.T
     similarity[np.arange(len(rows)), rows] = -np.inf  # never itself
@@ -155,6 +158,14 @@ def similar_rows(unit: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray
         return np.empty((len(rows), 0), np.int64), np.empty((len(rows), 0), np.float32)
     top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
     values = np.take_along_axis(similarity, top, axis=1)
+    # argpartition picks arbitrary members of a tie at the cut: take the lowest indices instead
+    cut = values.min(axis=1)
+    tied = (similarity == cut[:, None]).sum(axis=1) > (values == cut[:, None]).sum(axis=1)
+    for position in np.flatnonzero(tied):
+        row = similarity[position]
+        above = np.flatnonzero(row > cut[position])
+        top[position] = np.concatenate([above, np.flatnonzero(row == cut[position])[: k - len(above)]])
+        values[position] = row[top[position]]
     order = np.lexsort((top, -values), axis=1)
     return np.take_along_axis(top, order, axis=1), np.take_along_axis(values, order, axis=1)
 
