@@ -93,3 +93,18 @@ def test_mixed_integer_and_string_ids_are_refused_not_merged():
     with pytest.raises(ValueError, match=r"column 'user' mixes strings with other ids .* 2 of 4 rows"):
         dmf.read_ratings(frame)
     assert len(dmf.read_ratings(frame.assign(user=frame["user"].astype(str))).compute()) == 4
+
+
+def test_one_large_parquet_file_is_read_in_partitions_of_row_groups(tmp_path, monkeypatch):
+    """A single file of many row groups is split among the workers, not read as one partition."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import dmf.data.ratings as ratings_module
+
+    frame = pd.DataFrame({"user": np.arange(40) % 7, "item": np.arange(40), "rating": np.ones(40)})
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "one.parquet", row_group_size=5)
+    monkeypatch.setattr(ratings_module, "ROWS_PER_PARTITION", 10)  # two row groups per partition
+    read = dmf.read_ratings(tmp_path / "one.parquet")
+    assert read.npartitions == 4
+    pd.testing.assert_frame_equal(read.compute().reset_index(drop=True), frame.astype({"rating": "float32"}))

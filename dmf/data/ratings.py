@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
-from dmf.frames import as_dask_frame
+from dmf.frames import ROWS_PER_PARTITION, as_dask_frame
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,14 @@ def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
         path = os.fspath(source)
         if not os.path.exists(path):
             raise FileNotFoundError(f"ratings source {path!r} does not exist")
+        if os.path.isfile(path):
+            # one large file: partitions of whole row groups, about ROWS_PER_PARTITION rows each,
+            # so that every worker reads and validates a share (Dask would read it as one)
+            metadata = pq.ParquetFile(path).metadata
+            if metadata.num_row_groups > 1:
+                groups_per_partition = max(1, round(metadata.num_row_groups * ROWS_PER_PARTITION
+                                                    / max(metadata.num_rows, 1)))
+                return dd.read_parquet(path, split_row_groups=groups_per_partition)
         return dd.read_parquet(path)
     if not isinstance(source, (pd.DataFrame, dd.DataFrame)):
         raise TypeError("ratings source must be a Parquet path, a pandas DataFrame or a Dask DataFrame, "
