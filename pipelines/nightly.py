@@ -11,7 +11,6 @@ Exit codes: 0 published or unchanged, 3 refused by the quality gate (the current
 
 from pathlib import Path
 
-import dmf
 from dmf.pipeline import options as cli
 from dmf.pipeline.home import exclusive_lock
 from dmf.pipeline.nightly import NightlyConfig, run_nightly
@@ -22,10 +21,10 @@ def main(argv=None) -> int:
     parser.add_argument("--snapshot", type=Path, required=True,
                         help="directory of Parquet files with user, item, rating[, timestamp]; new files are added over time")
     parser.add_argument("--home", type=Path, required=True, help="directory holding models/, the lock and last-run.json")
-    cli.add_spec_options(parser, NightlyConfig, "run settings")
-    cli.add_spec_options(parser, dmf.ALS)
+    cli.add_spec_options(parser, NightlyConfig, "run settings", skip=("estimator",))
+    estimator_class = cli.add_estimator_options(parser, argv)
     args = cli.parse_args(parser, argv)
-    config = NightlyConfig(snapshot=args.snapshot, home=args.home, params=cli.spec_values(args, dmf.ALS),
+    config = NightlyConfig(snapshot=args.snapshot, home=args.home, params=cli.spec_values(args, estimator_class),
                            **cli.spec_values(args, NightlyConfig))
     # the lock first: a second run is refused before it starts a cluster
     with exclusive_lock(args.home / "nightly.lock"), cli.connect(args) as client:
@@ -35,7 +34,8 @@ def main(argv=None) -> int:
               f"(--force retrains)")
         return 0
     ranking = report["metrics"]["ranking"]
-    print(f"published {report['version']}: test RMSE {report['metrics']['rmse']:.4f}, "
+    rmse = f"test RMSE {report['metrics']['rmse']:.4f}, " if "rmse" in report["metrics"] else ""
+    print(f"published {report['version']}: {rmse}"
           f"precision@{args.k} {ranking['precision@k']:.4f}, NDCG@{args.k} {ranking['ndcg@k']:.4f} "
           f"({report['rows']['test']} pairs); {args.home / 'models' / 'current'} -> {report['version']}")
     return 0

@@ -1,4 +1,5 @@
-"""Train: fit blocked ALS on a Parquet ratings table and save the model directory.
+"""Train: fit an estimator (--estimator als, implicit or nmf) on a Parquet ratings table and
+save the model directory.
 
 Writes OUTPUT (a dmf model directory, atomically) and OUTPUT.summary.json beside it.
 """
@@ -21,7 +22,7 @@ def main(argv=None) -> int:
     parser.add_argument("--rating-column", default="rating", help="rating column in the ratings")
     parser.add_argument("--duplicates", choices=["error", "latest", "mean"], default="error",
                         help="repeated (user, item) pairs")
-    cli.add_spec_options(parser, dmf.ALS)
+    estimator_class = cli.add_estimator_options(parser, argv)
     args = cli.parse_args(parser, argv)
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
@@ -30,14 +31,16 @@ def main(argv=None) -> int:
         with timer("ingest"):
             ratings = dmf.read_ratings(args.ratings, user=args.user_column, item=args.item_column,
                                        rating=args.rating_column, duplicates=args.duplicates)
-        warm_start = dmf.ALS.load(args.warm_start) if args.warm_start else None
+        warm_start = dmf.load(args.warm_start) if args.warm_start else None
         with timer("fit"):
-            model = dmf.ALS(**cli.spec_values(args, dmf.ALS)).fit(ratings, client=client, validate=False, warm_start=warm_start)
+            model = estimator_class(**cli.spec_values(args, estimator_class)).fit(ratings, client=client, validate=False,
+                                                                               warm_start=warm_start)
         model.save(args.output, overwrite=args.overwrite)
     write_json_atomic(Path(f"{args.output}.summary.json"), cli.summary(
         args, rows={"ratings": model.n_ratings_, "users": len(model.user_ids_), "items": len(model.item_ids_)},
         history=model.history_, seconds=timer.seconds))
-    print(f"saved {args.output}: train RMSE {model.history_[-1]['train_rmse']:.4f} after {len(model.history_)} epochs")
+    name, value = next((k, v) for k, v in model.history_[-1].items() if k.startswith("train_"))
+    print(f"saved {args.output}: {type(model).__name__} {name} {value:.4f} after {len(model.history_)} epochs")
     return 0
 
 

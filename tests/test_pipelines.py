@@ -128,3 +128,23 @@ def test_config_values_must_have_the_option_type(tmp_path, ratings_dir, line, co
     result = run_pipeline("nightly.py", "--config", config)
     assert result.returncode == 2 and complaint in result.stderr, result.stderr
     assert not (tmp_path / "home").exists()
+
+
+def test_every_estimator_trains_in_the_pipelines(cluster, ratings_dir, tmp_path):
+    scheduler = cluster.scheduler_address
+    trained = run_pipeline("train.py", "--scheduler", scheduler, "--estimator", "nmf", "--ratings", ratings_dir,
+                           "--output", tmp_path / "nmf", "--rank", 3, "--max-iter", 2)
+    assert trained.returncode == 0, trained.stderr
+    nmf = dmf.load(tmp_path / "nmf")
+    assert type(nmf) is dmf.ALS and nmf.nonnegative and (nmf.item_factors_ >= 0).all()
+    home = tmp_path / "home"
+    for run in (1, 2):
+        nightly = run_pipeline("nightly.py", "--scheduler", scheduler, "--estimator", "implicit", "--snapshot",
+                               ratings_dir, "--home", home, "--rank", 3, "--max-iter", 2, "--threshold", 3.5,
+                               "--force", "--tolerance", 1.0)
+        assert nightly.returncode == 0, nightly.stderr
+        assert f"published v{run}: precision@10" in nightly.stdout
+    summary = json.loads((home / "models" / "v2" / "summary.json").read_text())
+    assert summary["settings"]["estimator"] == "implicit" and summary["warm_start"].endswith("v1")
+    assert "ndcg@k" in summary["published_metrics"]["ranking"]
+    assert type(dmf.load(home / "models" / "current" / "model")) is dmf.ImplicitALS

@@ -166,19 +166,21 @@ def remove_stale_staging(home: Path) -> list[str]:
 
 
 def gate_and_publish(home: Path, *, model, write_recommendations: Callable[[Path], None], report: dict,
-                     published_path: Path | None, published_rmse: float | None, tolerance: float, keep: int,
-                     timer: Timer) -> dict:
-    """Refuse (:class:`PipelineRefused`, recorded in ``last-run.json``) when the new test RMSE
-    is worse than the published model's by more than ``tolerance``; otherwise write
-    ``models/v{N}`` (model, recommendations, summary) in a staging directory, rename it into
-    place, switch ``current`` to it, prune to ``keep`` versions and record the run."""
-    rmse = report["metrics"]["rmse"]
-    if published_rmse is not None and rmse > published_rmse + tolerance:
+                     published_path: Path | None, score: tuple[str, float], published_score: float | None,
+                     tolerance: float, keep: int, timer: Timer, higher_is_better: bool = False) -> dict:
+    """Refuse (:class:`PipelineRefused`, recorded in ``last-run.json``) when the new model's
+    ``score = (name, value)`` on the held-out pairs is worse than the published model's by
+    more than ``tolerance`` (lower is better: RMSE; ``higher_is_better``: NDCG); otherwise
+    write ``models/v{N}`` (model, recommendations, summary) in a staging directory, rename it
+    into place, switch ``current`` to it, prune to ``keep`` versions and record the run."""
+    name, value = score
+    worse = value - published_score if published_score is not None else None
+    if worse is not None and (-worse if higher_is_better else worse) > tolerance:
         report.update(status="refused", seconds=timer.seconds, current=published_path.name)
         write_json_atomic(home / "last-run.json", report)
         raise PipelineRefused(
-            f"quality gate: test RMSE {rmse:.4f} is worse than the published {published_path.name}'s "
-            f"{published_rmse:.4f} by more than {tolerance}; {published_path.name} stays current"
+            f"quality gate: test {name} {value:.4f} is worse than the published {published_path.name}'s "
+            f"{published_score:.4f} by more than {tolerance}; {published_path.name} stays current"
         )
     version = f"v{(published_versions(home) or [0])[-1] + 1}"
     logger.info("publishing %s", version)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dmf.data.ratings import read_ratings
 from dmf.data.splits import random_split
-from dmf.estimators import ALS
+from dmf.estimators import ESTIMATORS, Estimator, ImplicitALS
 from dmf.model.params import MAX_SEED, param, param_specs
 from dmf.pipeline.home import (
     current_version,
@@ -28,7 +28,7 @@ from dmf.pipeline.home import (
     remove_stale_staging,
     snapshot_digests,
 )
-from dmf.pipeline.options import PipelineRefused, Timer, versions
+from dmf.pipeline.options import ESTIMATOR_CHOICES, PipelineRefused, Timer, versions
 from dmf.scheduler import persist_with_progress, retry_on_worker_loss
 from dmf.stages.metrics import error_totals
 from dmf.stages.ranking import ranking_metrics
@@ -60,6 +60,9 @@ class NightlyConfig:
                             "rating, 'mean' their mean, 'error' refuses the snapshot.",
                             choices=("latest", "mean", "error"))
     force: bool = param(False, "Retrain even if the snapshot and settings are those of the current version.")
+    estimator: str = param("als", "What to train: 'als' (explicit ratings, biases), 'implicit' (implicit-feedback "
+                           "ALS, gated on NDCG@k instead of RMSE) or 'nmf' (ALS with nonnegative factors).",
+                           choices=tuple(ESTIMATOR_CHOICES))
 
     def __post_init__(self) -> None:
         for spec in param_specs(self):
@@ -114,14 +117,17 @@ def _run_locked(config: NightlyConfig, client) -> dict:
     # a pair's side depends on (split seed, user, item) only: it stays on its side as the
     # snapshot grows, so a published model never trained on today's test pairs
     train, test = random_split(ratings, config.test_fraction, config.split_seed)
-    published = _load_published(published_path, test, client)
-    rank = config.params.get("rank", ALS().rank)
-    warm_start = published.model if published is not None and published.rank == rank else None
+    class_name, defaults = ESTIMATOR_CHOICES[config.estimator]
+    estimator = ESTIMATORS[class_name](**{**defaults, **config.params})
+    implicit = isinstance(estimator, ImplicitALS)
+    published = _load_published(published_path, train, test, config, client)
+    same_kind = published is not None and type(published.model) is type(estimator)
+    warm_start = published.model if same_kind and published.model.rank == estimator.rank else None
     with timer("fit"):
-        model = ALS(**config.params).fit(train, client=client, validate=False, warm_start=warm_start)
+        model = estimator.fit(train, client=client, validate=False, warm_start=warm_start)
     with timer("evaluate"):
-        metrics = error_totals(model, test, client=client)
-        published_metrics = published.metrics if published is not None else None
+        metrics = {"count": int(test.shape[0].compute())} if implicit else error_totals(model, test, client=client)
+        published_metrics = published.metrics if same_kind else None
     with timer("ranking"):  # top-k without the training items, scored on the held-out ones
         held_out_top_k = TopK(model, config.k, client)
         ranking = retry_on_worker_loss(
@@ -147,9 +153,11 @@ def _run_locked(config: NightlyConfig, client) -> dict:
         "snapshot_files": digests,
         "versions": versions(),
     }
+    gate = "ndcg@k" if implicit else "rmse"
     return gate_and_publish(
         config.home, model=model, report=report, published_path=published_path,
-        published_rmse=published_metrics["rmse"] if published_metrics is not None else None,
+        score=("NDCG@k" if implicit else "RMSE", ranking[gate] if implicit else metrics[gate]),
+        published_score=_score(published_metrics, gate), higher_is_better=implicit,
         tolerance=config.tolerance, keep=config.keep, timer=timer,
         write_recommendations=lambda path: retry_on_worker_loss(
             lambda: top_k.frame().to_parquet(path, write_index=False), "writing the recommendations", client),
@@ -159,19 +167,31 @@ def _run_locked(config: NightlyConfig, client) -> dict:
 class _Published:
     """The current version's model and its metrics on this run's test pairs."""
 
-    def __init__(self, model: ALS, metrics: dict):
-        self.model, self.metrics, self.rank = model, metrics, model.rank
+    def __init__(self, model: Estimator, metrics: dict):
+        self.model, self.metrics = model, metrics
 
 
-def _load_published(path: Path | None, test, client) -> _Published | None:
-    """The published model, evaluated on this run's test pairs; None when there is none or
-    when it cannot serve as a baseline (damaged files, NaN factors): then the new model is
-    published without a gate, and the log says why, loudly."""
+def _score(metrics: dict | None, gate: str) -> float | None:
+    if metrics is None:
+        return None
+    return metrics["ranking"][gate] if gate in metrics.get("ranking", {}) else metrics.get(gate)
+
+
+def _load_published(path: Path | None, train, test, config: NightlyConfig, client) -> _Published | None:
+    """The published model, evaluated on this run's test pairs (RMSE; for implicit feedback
+    the ranking metrics of its top-k without this run's training pairs); None when there is
+    none or when it cannot serve as a baseline (damaged files, NaN factors): then the new
+    model is published without a gate, and the log says why, loudly."""
     if path is None:
         return None
     try:
-        model = ALS.load(path / "model")
-        return _Published(model, error_totals(model, test, client=client))
+        model = Estimator.load(path / "model")
+        if not isinstance(model, ImplicitALS):
+            return _Published(model, error_totals(model, test, client=client))
+        top = model.recommend(config.k, exclude=train, exclude_seen=False, client=client)
+        return _Published(model, {"ranking": ranking_metrics(top, test, k=config.k,
+                                                             relevance_threshold=config.relevance_threshold,
+                                                             catalog_size=len(model.item_ids_), client=client)})
     except (OSError, ValueError, TypeError) as problem:  # TypeError: parameters this dmf does not know
         logger.error("the published %s is no valid baseline (%s); publishing without a quality gate and without "
                      "warm start", path.name, problem)
@@ -182,7 +202,7 @@ class TopK:
     """The top-k recommendations of every user, persisted on the cluster; computed again
     (from the model on the client) when a lost worker took some of them."""
 
-    def __init__(self, model: ALS, k: int, client):
+    def __init__(self, model: Estimator, k: int, client):
         self.model, self.k, self.client, self._frame = model, k, client, None
 
     def frame(self):

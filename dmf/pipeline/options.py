@@ -63,6 +63,39 @@ def add_spec_options(parser: argparse.ArgumentParser, owner: type, title: str | 
                                metavar=spec.name.upper(), help=text)
 
 
+#: What the pipelines train, by ``--estimator`` name: the estimator class's name and the
+#: defaults that differ from the class's own.
+ESTIMATOR_CHOICES = {"als": ("ALS", {}), "implicit": ("ImplicitALS", {}), "nmf": ("ALS", {"nonnegative": True})}
+
+
+def chosen_estimator(argv: list[str] | None) -> str:
+    """The ``--estimator`` of ``argv`` (or of the ``--config`` file it names), default ``als``."""
+    first = argparse.ArgumentParser(add_help=False)
+    first.add_argument("--estimator")
+    first.add_argument("--config", type=Path)
+    known, _ = first.parse_known_args(argv)
+    if known.estimator is None and known.config is not None and known.config.exists():
+        with open(known.config, "rb") as handle:
+            known.estimator = tomllib.load(handle).get("estimator")
+    return known.estimator if known.estimator in ESTIMATOR_CHOICES else "als"
+
+
+def add_estimator_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> type:
+    """``--estimator {als,implicit,nmf}`` and the chosen estimator's parameters as options
+    (derived from its parameter spec); returns the estimator class."""
+    from dmf.estimators import ESTIMATORS
+
+    name = chosen_estimator(argv)
+    class_name, defaults = ESTIMATOR_CHOICES[name]
+    parser.add_argument("--estimator", choices=sorted(ESTIMATOR_CHOICES), default="als",
+                        help="what to train: ALS with biases, implicit-feedback ALS, or ALS with nonnegative "
+                        "factors; '--estimator NAME --help' lists that estimator's parameters")
+    estimator_class = ESTIMATORS[class_name]
+    add_spec_options(parser, estimator_class)
+    parser.set_defaults(**defaults)
+    return estimator_class
+
+
 def spec_values(args: argparse.Namespace, owner: type) -> dict:
     """The values of ``owner``'s spec'd fields among the parsed ``args``."""
     from dmf.model.params import param_specs

@@ -128,7 +128,8 @@ def _update_locked(config: NightlyConfig, client) -> dict:
     }
     return gate_and_publish(
         config.home, model=model, report=report, published_path=published_path,
-        published_rmse=published_metrics["rmse"] if published_metrics is not None else None,
+        score=("RMSE", metrics["rmse"]),
+        published_score=published_metrics["rmse"] if published_metrics is not None else None,
         tolerance=config.tolerance, keep=config.keep, timer=timer,
         write_recommendations=lambda path: retry_on_worker_loss(
             lambda: top_k.frame().to_parquet(path, write_index=False), "writing the recommendations", client),
