@@ -26,7 +26,7 @@ def main(argv=None) -> int:
     parser.add_argument("--relevance-threshold", type=float,
                         help="test ratings >= this are relevant (default: every test pair)")
     parser.add_argument("--unknown", choices=["bias", "nan", "drop"], help="override the model's unknown-id policy")
-    args = cli.parse_args(parser, argv)
+    args = cli.parse_args(parser, argv, existing=("model", "test", "exclude"))
     timer = cli.Timer()
     model = dmf.load(args.model)
     if args.unknown:

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     parser.add_argument("--home", type=Path, required=True, help="directory holding models/, the lock and last-run.json")
     cli.add_spec_options(parser, NightlyConfig, "run settings", skip=("estimator",))
     estimator_class = cli.add_estimator_options(parser, argv)
-    args = cli.parse_args(parser, argv)
+    args = cli.parse_args(parser, argv, existing=("snapshot",))
     config = NightlyConfig(snapshot=args.snapshot, home=args.home, params=cli.spec_values(args, estimator_class),
                            **cli.spec_values(args, NightlyConfig))
     # the lock first: a second run is refused before it starts a cluster

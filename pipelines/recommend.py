@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     parser.add_argument("--similar-items", type=Path,
                         help="also write the k most similar items of every item as Parquet here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    args = cli.parse_args(parser, argv)
+    args = cli.parse_args(parser, argv, existing=("model", "exclude", "users"))
     for output in (args.output, args.similar_items):
         if output is not None and output.exists() and not args.overwrite:
             raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")

@@ -23,7 +23,7 @@ def main(argv=None) -> int:
     parser.add_argument("--duplicates", choices=["error", "latest", "mean"], default="error",
                         help="repeated (user, item) pairs")
     estimator_class = cli.add_estimator_options(parser, argv)
-    args = cli.parse_args(parser, argv)
+    args = cli.parse_args(parser, argv, existing=("ratings", "warm_start"))
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
     timer = cli.Timer()

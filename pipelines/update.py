@@ -25,7 +25,7 @@ def main(argv=None) -> int:
     parser.add_argument("--home", type=Path, required=True, help="the nightly's home: models/, the lock, last-run.json")
     cli.add_spec_options(parser, NightlyConfig, "run settings",
                          skip=("force", "test_fraction", "split_seed", "duplicates", "relevance_threshold"))
-    args = cli.parse_args(parser, argv)
+    args = cli.parse_args(parser, argv, existing=("snapshot",))
     config = NightlyConfig(snapshot=args.snapshot, home=args.home, **cli.spec_values(args, NightlyConfig))
     with exclusive_lock(args.home / "nightly.lock"), cli.connect(args) as client:
         report = run_update(config, client, lock_held=True)

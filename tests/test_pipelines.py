@@ -148,3 +148,11 @@ def test_every_estimator_trains_in_the_pipelines(cluster, ratings_dir, tmp_path)
     assert summary["settings"]["estimator"] == "implicit" and summary["warm_start"].endswith("v1")
     assert "ndcg@k" in summary["published_metrics"]["ranking"]
     assert type(dmf.load(home / "models" / "current" / "model")) is dmf.ImplicitALS
+
+
+def test_missing_paths_are_refused_before_anything_starts(tmp_path):
+    result = run_pipeline("nightly.py", "--snapshot", tmp_path / "nowhere", "--home", tmp_path / "home")
+    assert result.returncode == 2 and f"--snapshot {tmp_path / 'nowhere'} does not exist" in result.stderr
+    assert not (tmp_path / "home").exists()
+    helped = run_pipeline("train.py", "--help")
+    assert "(default: None)" not in helped.stdout and "(default: 50)" in helped.stdout

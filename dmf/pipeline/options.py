@@ -24,9 +24,19 @@ class PipelineRefused(Exception):
     """A run that finished its checks and decided not to publish (exit code 3)."""
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown where they say something (not for required options, not "None"); the
+    description (with its examples) kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.required or action.default is None or action.default is argparse.SUPPRESS:
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 def pipeline_parser(description: str) -> argparse.ArgumentParser:
     """An argument parser with the options every pipeline shares."""
-    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(description=description, formatter_class=HelpFormatter)
     group = parser.add_argument_group("cluster and configuration")
     group.add_argument("--config", type=Path, help="TOML file of option values (keys as the long option names, "
                        "with - or _); command-line flags override it")
@@ -123,8 +133,11 @@ def _check_config_value(parser: argparse.ArgumentParser, path: Path, key: str, a
         parser.error(f"config file {path}: {key} = {value!r} must be {wanted} (as {flag} on the command line)")
 
 
-def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -> argparse.Namespace:
-    """Parse ``argv``; values from ``--config`` become defaults that flags override."""
+def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
+               existing: tuple[str, ...] = ()) -> argparse.Namespace:
+    """Parse ``argv``; values from ``--config`` become defaults that flags override. The paths
+    of the options named in ``existing`` must exist (exit 2 naming the path, before any
+    cluster is started or any output is written)."""
     required = [action for action in parser._actions if action.required]
     for action in required:  # a config file may supply them; checked after merging
         action.required = False
@@ -150,6 +163,10 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None) -
     for key in ("snapshot", "home", "ratings", "output", "model", "test", "exclude", "users", "warm_start", "predictions"):
         if isinstance(getattr(args, key, None), str):
             setattr(args, key, Path(getattr(args, key)))
+    for key in existing:
+        path = getattr(args, key, None)
+        if path is not None and not Path(path).exists():
+            parser.error(f"--{key.replace('_', '-')} {path} does not exist")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("dmf").setLevel(args.log_level.upper())
     return args
