@@ -30,6 +30,9 @@ def test_quickstart_publishes_then_is_idempotent(tmp_path):
     # ml-100k (or its generated stand-in) has 943 users, each with 20+ ratings: all get a top-10
     assert recommendations["user"].nunique() == 943 and recommendations.groupby("user").size().eq(10).all()
     assert 0.85 < summary["metrics"]["rmse"] < 1.1
+    assert first.stdout.strip().splitlines()[-1].startswith("quickstart: data: MovieLens ml-100k") or \
+        first.stdout.strip().splitlines()[-1] == "quickstart: data: generated ratings shaped like ml-100k (not MovieLens)"
+    assert "Shuffle" not in first.stderr  # a successful run prints dmf's own lines
     second = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0 and "unchanged" in second.stdout, second.stdout + second.stderr[-2000:]
     assert sorted(p.name for p in (tmp_path / "home" / "models").iterdir()) == ["current", "v1"]

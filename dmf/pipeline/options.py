@@ -169,6 +169,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
             parser.error(f"--{key.replace('_', '-')} {path} does not exist")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("dmf").setLevel(args.log_level.upper())
+    # distributed announces every P2P shuffle's start and end at WARNING: not a problem of the run
+    logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)
     return args
 
 
