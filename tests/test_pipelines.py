@@ -156,3 +156,13 @@ def test_missing_paths_are_refused_before_anything_starts(tmp_path):
     assert not (tmp_path / "home").exists()
     helped = run_pipeline("train.py", "--help")
     assert "(default: None)" not in helped.stdout and "(default: 50)" in helped.stdout
+
+
+def test_tls_mistakes_say_what_to_pass(tmp_path, ratings_dir):
+    result = run_pipeline("train.py", "--scheduler", "tls://127.0.0.1:1", "--ratings", ratings_dir,
+                          "--output", tmp_path / "m")
+    assert result.returncode == 1 and "is a TLS scheduler: pass --tls-ca-file" in result.stderr
+    result = run_pipeline("train.py", "--scheduler", "tcp://127.0.0.1:1", "--tls-ca-file", tmp_path / "ca.pem",
+                          "--tls-cert", tmp_path / "c.pem", "--tls-key", tmp_path / "k.pem", "--ratings", ratings_dir,
+                          "--output", tmp_path / "m")
+    assert result.returncode == 1 and "address a TLS scheduler as tls://HOST:PORT" in result.stderr

@@ -181,11 +181,26 @@ def connect(args: argparse.Namespace) -> Iterator:
     from distributed.security import Security
 
     security = None
-    if args.tls_ca_file or args.tls_cert or args.tls_key:
+    tls_files = (args.tls_ca_file, args.tls_cert, args.tls_key)
+    configured = Security()  # TLS files may also come from the Dask config (DASK_DISTRIBUTED__COMM__TLS__…)
+    from_config = bool(configured.tls_ca_file and configured.tls_client_cert)
+    if args.scheduler and args.scheduler.startswith("tls://") and not all(tls_files) and not from_config:
+        raise ValueError(f"{args.scheduler} is a TLS scheduler: pass --tls-ca-file (the cluster's CA), --tls-cert "
+                         "and --tls-key (this client's certificate and key)")
+    if any(tls_files):
+        if args.scheduler and not args.scheduler.startswith("tls://"):
+            raise ValueError(f"TLS files were given but the scheduler address {args.scheduler} is not tls://…; "
+                             "address a TLS scheduler as tls://HOST:PORT")
         security = Security(tls_ca_file=args.tls_ca_file, tls_client_cert=args.tls_cert,
                             tls_client_key=args.tls_key, require_encryption=True)
     if args.scheduler:
-        with Client(args.scheduler, security=security, timeout="30s") as client:
+        try:
+            client = Client(args.scheduler, security=security, timeout="30s")
+        except (OSError, TimeoutError) as error:
+            raise ConnectionError(f"could not connect to the scheduler at {args.scheduler} ({error}); check the "
+                                  "address, and if that scheduler uses TLS, address it as tls://HOST:PORT with "
+                                  "--tls-ca-file/--tls-cert/--tls-key") from None
+        with client:
             _announce(client)
             yield client
         return
