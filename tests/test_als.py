@@ -142,3 +142,13 @@ def test_graph_does_not_grow_with_epochs(client):
     # submitted ahead, and at most one more whose release is still on its way
     assert max(held) <= 2 * n_blocks + 3 * 4 * n_blocks, held
     assert max(held[6:]) <= max(held[:6]), held
+
+
+def test_verbose_fit_prints_one_line_per_epoch(client, capfd):
+    import logging
+
+    logging.getLogger("dmf").handlers.clear()
+    dmf.ALS(rank=2, max_iter=3).fit(random_ratings(30, 20, 0.3, seed=1), verbose=True)
+    lines = [line for line in capfd.readouterr().err.splitlines() if "train_rmse=" in line]
+    assert [line.split("epoch ")[1].split()[0] for line in lines] == ["1", "2", "3"]
+    assert not logging.getLogger("dmf").handlers  # nothing left behind

@@ -4,6 +4,7 @@ persistence. A new estimator declares its parameters and implements :meth:`Estim
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -143,7 +144,7 @@ class Estimator(Serving):
     # -- training -----------------------------------------------------------------------------
     def fit(self, ratings: RatingsSource, *, client: Client | None = None, validate: bool = True,
             warm_start: Estimator | FittedModel | None = None, user_features: pd.DataFrame | None = None,
-            item_features: pd.DataFrame | None = None) -> Self:
+            item_features: pd.DataFrame | None = None, verbose: bool = False) -> Self:
         """Fit on a ratings table; returns ``self``.
 
         Parameters
@@ -167,7 +168,14 @@ class Estimator(Serving):
             the table without ratings get factors and a bias from their attributes, by a
             ridge mapping (``feature_reg``) learned on the trained ids (Gantner et al. 2010);
             ids with neither ratings nor attributes keep the bias fallback.
+        verbose
+            Print dmf's log lines (one per epoch, with its metric and seconds) to stderr for
+            this call, without configuring logging.
         """
+        with _logging_to_stderr(verbose):
+            return self._fit_and_map(ratings, client, validate, warm_start, user_features, item_features)
+
+    def _fit_and_map(self, ratings, client, validate, warm_start, user_features, item_features) -> Self:
         self.check_params()
         for id_column, features in ((USER, user_features), (ITEM, item_features)):
             if features is not None:
@@ -306,6 +314,25 @@ class Estimator(Serving):
             raise ValueError(f"{directory} holds parameters {found.__name__} refuses: {problem}") from problem
         estimator_.model_ = model
         return estimator_
+
+
+@contextlib.contextmanager
+def _logging_to_stderr(enabled: bool):
+    """While active (if ``enabled``), the ``dmf`` logger's INFO lines go to stderr."""
+    if not enabled:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
+    dmf_logger = logging.getLogger("dmf")
+    level = dmf_logger.level
+    dmf_logger.addHandler(handler)
+    dmf_logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        dmf_logger.removeHandler(handler)
+        dmf_logger.setLevel(level)
 
 
 def load(directory: str | os.PathLike) -> Estimator:
