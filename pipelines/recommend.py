@@ -26,10 +26,12 @@ def main(argv=None) -> int:
     parser.add_argument("--include-seen", action="store_true",
                         help="allow items a user rated in training (by default they are never recommended)")
     parser.add_argument("--users", type=Path, help="Parquet file with a user column: recommend for these only")
+    parser.add_argument("--titles", type=Path,
+                        help="MovieLens folder whose item titles are added to the recommendations (column title)")
     parser.add_argument("--similar-items", type=Path,
                         help="also write the k most similar items of every item as Parquet here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
-    args = cli.parse_args(parser, argv, existing=("model", "exclude", "users"))
+    args = cli.parse_args(parser, argv, existing=("model", "exclude", "users", "titles"))
     for output in (args.output, args.similar_items):
         if output is not None and output.exists() and not args.overwrite:
             raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")
@@ -41,6 +43,11 @@ def main(argv=None) -> int:
         with timer("recommend"), atomic_directory(args.output, overwrite=args.overwrite) as staging:
             top_k = model.recommend(args.k, users=users, exclude=exclude, exclude_seen=not args.include_seen,
                                     client=client)
+            if args.titles is not None:
+                from dmf.datasets import load_items
+
+                titles = load_items(args.titles)[["item", "title"]]
+                top_k = top_k.merge(titles.astype({"item": top_k.dtypes["item"]}), on="item", how="left")
             recommendations = persist_with_progress(top_k, client, "top-k")
             recommendations.to_parquet(staging, write_index=False)
             rows = len(recommendations)  # counted from the persisted partitions, not by reading the output back

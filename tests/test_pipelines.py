@@ -12,6 +12,7 @@ from conftest import REPO_ROOT
 from helpers import random_ratings
 
 import dmf
+import dmf.datasets
 from dmf.model.params import param_specs
 from dmf.pipeline.home import exclusive_lock
 
@@ -166,3 +167,17 @@ def test_tls_mistakes_say_what_to_pass(tmp_path, ratings_dir):
                           "--tls-cert", tmp_path / "c.pem", "--tls-key", tmp_path / "k.pem", "--ratings", ratings_dir,
                           "--output", tmp_path / "m")
     assert result.returncode == 1 and "address a TLS scheduler as tls://HOST:PORT" in result.stderr
+
+
+def test_recommendations_carry_movielens_titles(cluster, ml100k, tmp_path):
+    ratings = dmf.datasets.load_ratings(ml100k).compute().head(5000)
+    ratings.to_parquet(tmp_path / "ratings.parquet")
+    trained = run_pipeline("train.py", "--scheduler", cluster.scheduler_address, "--ratings", tmp_path / "ratings.parquet",
+                           "--output", tmp_path / "model", "--rank", 2, "--max-iter", 1)
+    assert trained.returncode == 0, trained.stderr
+    done = run_pipeline("recommend.py", "--scheduler", cluster.scheduler_address, "--model", tmp_path / "model",
+                        "--output", tmp_path / "recs", "--k", 3, "--titles", ml100k)
+    assert done.returncode == 0, done.stderr
+    recs = pd.read_parquet(tmp_path / "recs")
+    titles = dmf.datasets.load_items(ml100k).set_index("item")["title"]
+    assert recs["title"].notna().all() and (recs["title"] == titles.loc[recs["item"]].to_numpy()).all()
