@@ -1,5 +1,6 @@
 """Evaluate: RMSE and MAE of a saved model on a Parquet test set, as a Dask reduction, and
-ranking metrics (precision, recall, NDCG, MAP at k, MRR, hit rate, coverage) of its top-k.
+ranking metrics (precision, recall, NDCG, MAP at k, MRR, hit rate, coverage) of its top-k
+(ranking metrics only for an ImplicitALS model, whose scores are preferences, not ratings).
 
 Writes the metrics as JSON to OUTPUT (default: print only), optionally the predictions as
 Parquet.
@@ -33,8 +34,13 @@ def main(argv=None) -> int:
         model.unknown = args.unknown
     with cli.connect(args) as client:
         test = dmf.read_ratings(args.test)
-        with timer("evaluate"):
-            metrics = dmf.error_totals(model, test, client=client)
+        implicit = isinstance(model, dmf.ImplicitALS)  # its scores are preferences, not ratings
+        if implicit and args.k <= 0:
+            raise ValueError("an ImplicitALS model is evaluated by ranking metrics: pass --k > 0")
+        metrics = {}
+        if not implicit:
+            with timer("evaluate"):
+                metrics = dmf.error_totals(model, test, client=client)
         if args.k > 0:
             exclude = dd.read_parquet(args.exclude, columns=["user", "item"]) if args.exclude else None
             with timer("ranking"):
@@ -45,8 +51,9 @@ def main(argv=None) -> int:
         if args.predictions:
             with timer("predictions"), atomic_directory(args.predictions, overwrite=True) as staging:
                 model.predict(test, client=client).to_parquet(staging, write_index=False)
-    print(f"RMSE {metrics['rmse']:.4f}  MAE {metrics['mae']:.4f}  on {metrics['count']} pairs "
-          f"({metrics['n_fallback']} by the bias model, {metrics['n_dropped']} dropped)")
+    if "rmse" in metrics:
+        print(f"RMSE {metrics['rmse']:.4f}  MAE {metrics['mae']:.4f}  on {metrics['count']} pairs "
+              f"({metrics['n_fallback']} by the bias model, {metrics['n_dropped']} dropped)")
     if "ranking" in metrics:
         ranking = metrics["ranking"]
         print(f"precision@{args.k} {ranking['precision@k']:.4f}  recall@{args.k} {ranking['recall@k']:.4f}  "

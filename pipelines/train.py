@@ -32,6 +32,9 @@ def main(argv=None) -> int:
             ratings = dmf.read_ratings(args.ratings, user=args.user_column, item=args.item_column,
                                        rating=args.rating_column, duplicates=args.duplicates)
         warm_start = dmf.load(args.warm_start) if args.warm_start else None
+        if warm_start is not None and type(warm_start) is not estimator_class:
+            raise ValueError(f"--warm-start {args.warm_start} holds a {type(warm_start).__name__} model; this run "
+                             f"trains {estimator_class.__name__}: warm-start from a model of the same kind")
         with timer("fit"):
             model = estimator_class(**cli.spec_values(args, estimator_class)).fit(ratings, client=client, validate=False,
                                                                                warm_start=warm_start)

@@ -24,7 +24,7 @@ def main(argv=None) -> int:
                         help="directory of Parquet files with user, item, rating[, timestamp]; new files are added over time")
     parser.add_argument("--home", type=Path, required=True, help="the nightly's home: models/, the lock, last-run.json")
     cli.add_spec_options(parser, NightlyConfig, "run settings",
-                         skip=("force", "test_fraction", "split_seed", "duplicates", "relevance_threshold"))
+                         skip=("force", "test_fraction", "split_seed", "duplicates", "relevance_threshold", "estimator"))
     args = cli.parse_args(parser, argv, existing=("snapshot",))
     config = NightlyConfig(snapshot=args.snapshot, home=args.home, **cli.spec_values(args, NightlyConfig))
     with exclusive_lock(args.home / "nightly.lock"), cli.connect(args) as client:

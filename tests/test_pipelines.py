@@ -181,3 +181,20 @@ def test_recommendations_carry_movielens_titles(cluster, ml100k, tmp_path):
     recs = pd.read_parquet(tmp_path / "recs")
     titles = dmf.datasets.load_items(ml100k).set_index("item")["title"]
     assert recs["title"].notna().all() and (recs["title"] == titles.loc[recs["item"]].to_numpy()).all()
+
+
+def test_implicit_models_in_the_pipelines_are_judged_by_ranking(cluster, ratings_dir, tmp_path):
+    scheduler = cluster.scheduler_address
+    trained = run_pipeline("train.py", "--scheduler", scheduler, "--estimator", "implicit", "--ratings", ratings_dir,
+                           "--output", tmp_path / "model", "--rank", 2, "--max-iter", 1, "--threshold", 4)
+    assert trained.returncode == 0, trained.stderr
+    evaluated = run_pipeline("evaluate.py", "--scheduler", scheduler, "--model", tmp_path / "model", "--test",
+                             ratings_dir, "--relevance-threshold", 4)
+    assert evaluated.returncode == 0 and "RMSE" not in evaluated.stdout and "NDCG@10" in evaluated.stdout
+    wrong = run_pipeline("train.py", "--scheduler", scheduler, "--ratings", ratings_dir, "--output", tmp_path / "als",
+                         "--warm-start", tmp_path / "model")
+    assert wrong.returncode == 1 and "holds a ImplicitALS model; this run trains ALS" in wrong.stderr
+    model = dmf.load(tmp_path / "model")  # every rated pair is seen, below the threshold too
+    top = model.recommend(10).compute()
+    rated = pd.read_parquet(ratings_dir)
+    assert not set(zip(top["user"], top["item"])) & set(zip(rated["user"], rated["item"]))

@@ -125,6 +125,9 @@ class ImplicitALS(_BlockedALS):
     def _ratings_transform(self) -> tuple | None:
         return None if self.threshold is None else (_positives, (float(self.threshold),))
 
+    def _dropped_ratings(self, ratings: dd.DataFrame) -> dd.DataFrame | None:
+        return None if self.threshold is None else ratings[ratings[RATING] < self.threshold]
+
 
 def _positives(part: pd.DataFrame, threshold: float) -> pd.DataFrame:
     """Ratings >= ``threshold`` as observations of value 1; the others dropped."""

@@ -29,6 +29,7 @@ from dmf.model.params import param_specs, parameters_doc
 from dmf.model.persistence import load_model, save_model
 from dmf.stages.coldstart import with_cold_rows
 from dmf.stages.predict import predict_stage
+from dmf.stages.serving import pair_rows
 from dmf.stages.topk import recommend_stage
 
 if TYPE_CHECKING:
@@ -191,7 +192,11 @@ class Estimator(Serving):
                 logger.warning(message)
                 warnings.warn(message, DmfWarning, stacklevel=2)
                 warm_start = None
-        model = self._fit(frame, client=scheduler.resolve_client(client), warm_start=warm_start)
+        client = scheduler.resolve_client(client)
+        model = self._fit(frame, client=client, warm_start=warm_start)
+        dropped = self._dropped_ratings(frame)
+        if dropped is not None and model.seen is not None:  # rated, though not trained on: seen all the same
+            model = model.replace(seen=model.seen.with_pairs(*pair_rows(model, dropped, client)))
         for side, features in (("users", user_features), ("items", item_features)):
             if features is not None:
                 model = with_cold_rows(model, side, features, float(getattr(self, "feature_reg", 10.0)),
@@ -276,14 +281,14 @@ class Estimator(Serving):
         """The training objective fold-in solves (estimators that support fold-in define it)."""
         raise NotImplementedError(f"{type(self).__name__} does not support fold-in")
 
+    def _dropped_ratings(self, ratings: dd.DataFrame) -> dd.DataFrame | None:
+        """The ratings the transform leaves out of training (None when it keeps them all)."""
+        return None
+
     def _ratings_transform(self) -> tuple | None:
         """``(function, args)`` that turns a pandas partition of ratings into what the
         estimator trains on (``function(part, *args)``), or None when it trains on them as given."""
         return None
-
-    def _prepare_part(self, part: pd.DataFrame) -> pd.DataFrame:
-        transform = self._ratings_transform()
-        return part if transform is None else transform[0](part, *transform[1])
 
     def _prepare(self, ratings: dd.DataFrame) -> dd.DataFrame:
         transform = self._ratings_transform()

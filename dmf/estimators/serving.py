@@ -51,12 +51,12 @@ class Serving:
         keeps its row and seen items."""
         model = self.fitted_model()
         if isinstance(ratings, pd.DataFrame) and len(ratings) <= LOCAL_FOLD_IN_ROWS:
-            folded = fold_in_frame(model, side, self._prepare_part(ratings), self._objective())
+            folded = fold_in_frame(model, side, ratings, self._objective(), self._ratings_transform())
         else:
             frame = as_dask_frame(ratings, "ratings")
             require_columns(frame, [USER, ITEM, "rating"], "ratings")
-            frame = self._prepare(frame)
-            folded = fold_in_stage(model, side, frame, self._objective(), scheduler.resolve_client(client))
+            folded = fold_in_stage(model, side, frame, self._objective(), scheduler.resolve_client(client),
+                                   self._ratings_transform())
         copy = type(self)(**self.get_params())
         copy.model_ = model.with_rows(side, *folded)
         return copy
@@ -91,7 +91,8 @@ class Serving:
                 raise ValueError(f"history holds {history[USER].nunique()} users; recommend_user takes one "
                                  "(fold_in folds in many)")
             frame = history.assign(**{USER: 0})
-            ids, factors, biases, _ = fold_in_frame(model, "users", self._prepare_part(frame), self._objective())
+            ids, factors, biases, _ = fold_in_frame(model, "users", frame, self._objective(),
+                                                    self._ratings_transform())
             if len(ids):
                 folded, vector, bias = True, factors[0], float(biases[0]) if biases is not None else 0.0
             if exclude_seen:  # every history item, also those a threshold leaves out of the fold-in

@@ -21,9 +21,10 @@ class SeenItems:
     """What each training user interacted with, in CSR form.
 
     User row ``u`` (its index in the model's user vocabulary) saw the item indices
-    ``items[indptr[u]:indptr[u + 1]]``. These are the interactions the model was trained on
-    (for implicit feedback with a ``threshold``: the positives), plus any added with
-    :meth:`with_pairs` (the nightly adds its held-out pairs: rated, so never to recommend).
+    ``items[indptr[u]:indptr[u + 1]]``. These are the pairs of the training ratings (for
+    implicit feedback with a ``threshold`` also those below it, which the model did not train
+    on but the user did rate), plus any added with :meth:`with_pairs` (the nightly adds its
+    held-out pairs: rated, so never to recommend).
 
     Attributes
     ----------

@@ -50,8 +50,8 @@ class NightlyConfig:
                                  minimum=0, open_minimum=True, maximum=1)
     split_seed: int = param(0, "Seed of the held-out pairs (a pair's side depends on the seed and the pair only).",
                             minimum=0, maximum=MAX_SEED)
-    tolerance: float = param(0.005, "Publish only if the new test RMSE is at most the published model's plus this.",
-                             minimum=0)
+    tolerance: float = param(0.005, "Publish only if the new model's held-out score is no worse than the published "
+                             "model's by more than this (RMSE; NDCG@k for implicit feedback).", minimum=0)
     keep: int = param(3, "Published versions to keep (the current one always is).", minimum=1)
     k: int = param(10, "Recommendations per user.", minimum=1)
     relevance_threshold: float | None = param(4.0, "Held-out ratings >= this are relevant for the ranking metrics.",
@@ -122,6 +122,10 @@ def _run_locked(config: NightlyConfig, client) -> dict:
     implicit = isinstance(estimator, ImplicitALS)
     published = _load_published(published_path, train, test, config, client)
     same_kind = published is not None and type(published.model) is type(estimator)
+    if published is not None and not same_kind:
+        logger.warning("the published %s holds a %s model, this run trains %s: publishing without a quality gate "
+                       "and without warm start", published_path.name, type(published.model).__name__,
+                       type(estimator).__name__)
     warm_start = published.model if same_kind and published.model.rank == estimator.rank else None
     with timer("fit"):
         model = estimator.fit(train, client=client, validate=False, warm_start=warm_start)

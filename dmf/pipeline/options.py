@@ -50,6 +50,17 @@ def pipeline_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+class OptionalNumber:
+    """An option type: a number, or ``none`` for None (the options whose spec allows None)."""
+
+    def __init__(self, number: type):
+        self.number = number
+        self.__name__ = f"{number.__name__} or none"
+
+    def __call__(self, text: str):
+        return None if str(text).lower() == "none" else self.number(text)
+
+
 def add_spec_options(parser: argparse.ArgumentParser, owner: type, title: str | None = None,
                      skip: tuple[str, ...] = ()) -> None:
     """One option per spec'd field of ``owner`` (an estimator, or a run's config class) but
@@ -69,8 +80,9 @@ def add_spec_options(parser: argparse.ArgumentParser, owner: type, title: str | 
         elif spec.kind == "choice":
             group.add_argument(flag, dest=spec.name, choices=spec.choices, default=spec.default, help=text)
         else:
-            group.add_argument(flag, dest=spec.name, type=int if spec.kind == "int" else float, default=spec.default,
-                               metavar=spec.name.upper(), help=text)
+            number = int if spec.kind == "int" else float
+            group.add_argument(flag, dest=spec.name, type=OptionalNumber(number) if spec.optional else number,
+                               default=spec.default, metavar=spec.name.upper(), help=text)
 
 
 #: What the pipelines train, by ``--estimator`` name: the estimator class's name and the
@@ -121,6 +133,10 @@ def _check_config_value(parser: argparse.ArgumentParser, path: Path, key: str, a
         ok, wanted = isinstance(value, bool), "true or false (a TOML boolean, unquoted)"
     elif action.nargs not in (None, "?"):
         ok, wanted = isinstance(value, list), "a list"
+    elif isinstance(action.type, OptionalNumber):
+        ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) or str(value).lower() == "none"
+        wanted = f"a number or \"none\" ({action.type.number.__name__})"
+        value = None if ok and str(value).lower() == "none" else value
     elif action.type is int:
         ok, wanted = isinstance(value, int) and not isinstance(value, bool), "an integer"
     elif action.type is float:

@@ -20,7 +20,7 @@ import numpy as np
 from dmf.columns import ITEM, USER
 from dmf.data.ratings import read_ratings
 from dmf.data.splits import random_split
-from dmf.estimators import Estimator
+from dmf.estimators import Estimator, ImplicitALS
 from dmf.pipeline.home import (
     current_version,
     exclusive_lock,
@@ -89,6 +89,9 @@ def _update_locked(config: NightlyConfig, client) -> dict:
     settings = summary.get("settings", {})
     split = {name: settings.get(name, getattr(config, name)) for name in ("test_fraction", "split_seed", "duplicates")}
     published = Estimator.load(published_path / "model")
+    if isinstance(published, ImplicitALS):
+        raise ValueError(f"{published_path.name} holds an ImplicitALS model: incremental updates are gated on RMSE, "
+                         "which does not fit implicit feedback; the nightly retrains it")
     with timer("ingest"):
         ratings = client.persist(read_ratings(config.snapshot, duplicates=split["duplicates"]))
         fresh = dd.read_parquet([str(config.snapshot / name) for name in new_files])
@@ -117,7 +120,8 @@ def _update_locked(config: NightlyConfig, client) -> dict:
         model.model_ = model.model_.replace(seen=model.model_.seen.with_pairs(*pair_rows(model.model_, sample, client)))
         top_k = TopK(model, config.k, client)
         top_k.frame()
-    settings = {**config.settings(), **split, "params": model.get_params()}
+    settings = {**config.settings(), **split, "estimator": settings.get("estimator", "als"),
+                "params": model.get_params()}
     report = {
         "kind": "update", "base": published_path.name, "snapshot": str(config.snapshot), "new_files": new_files,
         "folded": {"users": folded_users, "items": folded_items},

@@ -23,22 +23,30 @@ _ROWS_PER_CHUNK = 512
 
 
 # -- fold-in ------------------------------------------------------------------------------------
-def fold_in_frame(model: FittedModel, side: str, ratings: pd.DataFrame, objective: Objective) -> tuple:
-    """Fold in the ``side`` rows of a pandas frame of ``user, item, rating``.
+def fold_in_frame(model: FittedModel, side: str, ratings: pd.DataFrame, objective: Objective,
+                  transform: tuple | None = None) -> tuple:
+    """Fold in the ``side`` rows of a pandas frame of ``user, item, rating``, solved on
+    ``transform[0](ratings, *transform[1])`` (the estimator's ratings transform) if given.
 
     Returns (ids, factors float32 (n, rank), biases float32 (n,) or None, interactions), where
-    ``interactions`` are (row position in ids, other-side index) pairs; ratings of other-side
+    ``interactions`` are (row position in ids, other-side index) pairs of every rating of the
+    folded rows, also those the transform drops (rated all the same); ratings of other-side
     ids the model does not know are left out (they have no factors to fold in against).
     """
     row_column, other_column = (USER, ITEM) if side == "users" else (ITEM, USER)
     other_ids = model.item_ids if side == "users" else model.user_ids
-    ratings = _finite_ratings(ratings)
+    raw = _finite_ratings(ratings)
+    ratings = raw if transform is None else transform[0](raw, *transform[1])
     other_index = other_ids.index_of(ratings[other_column].to_numpy())
     known = other_index >= 0
     ids, rows = np.unique(ratings[row_column].to_numpy()[known], return_inverse=True)
     block = rating_block(rows, other_index[known], ratings[RATING].to_numpy()[known], len(ids))
     table = fold_in_block(model, side, block, objective)
-    return pd.Index(ids), table.factors, table.biases, (rows, other_index[known])
+    ids = pd.Index(ids)
+    raw_rows = ids.get_indexer(raw[row_column].to_numpy())
+    raw_others = other_ids.index_of(raw[other_column].to_numpy())
+    rated = (raw_rows >= 0) & (raw_others >= 0)
+    return ids, table.factors, table.biases, (raw_rows[rated], raw_others[rated])
 
 
 def _finite_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
@@ -53,8 +61,9 @@ def _finite_ratings(ratings: pd.DataFrame) -> pd.DataFrame:
     return ratings
 
 
-def _fold_in_partition(part: pd.DataFrame, model: FittedModel, side: str, objective: Objective) -> pd.DataFrame:
-    ids, factors, biases, interactions = fold_in_frame(model, side, part, objective)
+def _fold_in_partition(part: pd.DataFrame, model: FittedModel, side: str, objective: Objective,
+                       transform: tuple | None) -> pd.DataFrame:
+    ids, factors, biases, interactions = fold_in_frame(model, side, part, objective, transform)
     return pd.DataFrame({"id": ids, "bias": biases if biases is not None else np.zeros(len(ids), np.float32),
                          "factors": list(factors), "rows": _group(interactions, len(ids))})
 
@@ -68,7 +77,8 @@ def _group(interactions: tuple, n_rows: int) -> list:
     return np.split(others[order], np.cumsum(np.bincount(rows, minlength=n_rows))[:-1])
 
 
-def fold_in_stage(model: FittedModel, side: str, ratings: dd.DataFrame, objective: Objective, client) -> tuple:
+def fold_in_stage(model: FittedModel, side: str, ratings: dd.DataFrame, objective: Objective, client,
+                  transform: tuple | None = None) -> tuple:
     """Dask stage: fold in many rows, one task per partition after a shuffle by id; returns
     what :func:`fold_in_frame` returns, gathered on the client."""
     row_column = USER if side == "users" else ITEM
@@ -78,7 +88,7 @@ def fold_in_stage(model: FittedModel, side: str, ratings: dd.DataFrame, objectiv
     def run():
         model_key = scheduler.broadcast(model.without_seen(), client)
         parts = ratings.shuffle(on=row_column).map_partitions(_fold_in_partition, model_key, side, objective,
-                                                               meta=meta)
+                                                               transform, meta=meta)
         return scheduler.compute([parts], client)[0]
 
     folded = scheduler.retry_on_worker_loss(run, "fold-in", client)
