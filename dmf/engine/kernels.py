@@ -317,6 +317,16 @@ def solve_spd(gram: np.ndarray, rhs: np.ndarray) -> np.ndarray:
     return out
 
 
+def kernels_compiled() -> bool:
+    """Whether numba's on-disk cache holds dmf's compiled kernels (after the first fit of an
+    installation, each process loads them instead of compiling for several seconds)."""
+    from pathlib import Path
+
+    from dmf.engine import _compiled
+
+    return any((Path(_compiled.__file__).parent / "__pycache__").glob("_compiled.cg_solve_rows-*.nbi"))
+
+
 def block_scores(block: RatingBlock, row_factors: np.ndarray, col_factors: np.ndarray) -> np.ndarray:
     """Model score ``row · col`` (float64) of every rating of ``block``; ``row_factors`` are the
     block's own rows."""

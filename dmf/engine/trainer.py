@@ -33,6 +33,7 @@ from dmf import scheduler
 from dmf.columns import ITEM, RATING, USER
 from dmf.data.ids import IdVocabulary
 from dmf.engine.blocks import build_rating_blocks, seen_pattern
+from dmf.engine.kernels import kernels_compiled
 from dmf.engine.layout import BlockLayout
 from dmf.engine.solve import (
     Objective,
@@ -105,6 +106,9 @@ def fit_als(
     epochs, like Spark's checkpoints) on rebuilt blocks, at most ``max_recoveries`` times;
     the result is the same as without the failure.
     """
+    if not kernels_compiled():
+        logger.info("compiling dmf's kernels in each worker: the first fit of an installation spends a few seconds "
+                    "more in epoch 1 (numba caches them on disk)")
     trainer = BlockedALSTrainer(ratings, objective, seed=seed, n_blocks=n_blocks, client=client, warm_start=warm_start,
                                 max_iter=max_iter, checkpoint_every=checkpoint_every)
     recoveries = 0
