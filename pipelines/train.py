@@ -1,13 +1,15 @@
 """Train: fit an estimator (--estimator als, implicit or nmf) on a Parquet ratings table and
 save the model directory.
 
-Writes OUTPUT (a dmf model directory, atomically) and OUTPUT.summary.json beside it.
+Writes OUTPUT (a dmf model directory, atomically), OUTPUT.summary.json beside it and
+OUTPUT.report.html (charts of the training metric and seconds per epoch and stage).
 """
 
 from pathlib import Path
 
 import dmf
 from dmf.pipeline import options as cli
+from dmf.pipeline.report import write_report
 from dmf.storage import write_json_atomic
 
 
@@ -39,9 +41,10 @@ def main(argv=None) -> int:
             model = estimator_class(**cli.spec_values(args, estimator_class)).fit(ratings, client=client, validate=False,
                                                                                warm_start=warm_start)
         model.save(args.output, overwrite=args.overwrite)
-    write_json_atomic(Path(f"{args.output}.summary.json"), cli.summary(
-        args, rows={"ratings": model.n_ratings_, "users": len(model.user_ids_), "items": len(model.item_ids_)},
-        history=model.history_, seconds=timer.seconds))
+    summary = cli.summary(args, rows={"ratings": model.n_ratings_, "users": len(model.user_ids_),
+                                      "items": len(model.item_ids_)}, history=model.history_, seconds=timer.seconds)
+    write_json_atomic(Path(f"{args.output}.summary.json"), summary)
+    write_report(Path(f"{args.output}.report.html"), f"dmf train: {args.output.name}", summary)
     name, value = next((k, v) for k, v in model.history_[-1].items() if k.startswith("train_"))
     print(f"saved {args.output}: {type(model).__name__} {name} {value:.4f} after {len(model.history_)} epochs")
     return 0

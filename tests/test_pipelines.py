@@ -46,6 +46,8 @@ def test_train_evaluate_recommend_chain(cluster, ratings_dir, tmp_path):
     summary = json.loads((tmp_path / "model.summary.json").read_text())
     assert summary["rows"]["ratings"] == model.n_ratings_ and len(summary["history"]) == 2
     assert summary["versions"]["dmf"] == dmf.__version__
+    report = (tmp_path / "model.report.html").read_text()  # charts drawn from the summary's numbers
+    assert report.count("<polyline") == 2 and "train_rmse per epoch" in report and "seconds per stage" in report
 
     evaluated = run_pipeline("evaluate.py", "--scheduler", scheduler, "--model", tmp_path / "model",
                              "--test", ratings_dir, "--output", tmp_path / "metrics.json")
@@ -146,6 +148,7 @@ def test_every_estimator_trains_in_the_pipelines(cluster, ratings_dir, tmp_path)
         assert nightly.returncode == 0, nightly.stderr
         assert f"published v{run}: precision@10" in nightly.stdout
     summary = json.loads((home / "models" / "v2" / "summary.json").read_text())
+    assert "train_loss per epoch" in (home / "models" / "v2" / "report.html").read_text()
     assert summary["settings"]["estimator"] == "implicit" and summary["warm_start"].endswith("v1")
     assert "ndcg@k" in summary["published_metrics"]["ranking"]
     assert type(dmf.load(home / "models" / "current" / "model")) is dmf.ImplicitALS
@@ -198,3 +201,15 @@ def test_implicit_models_in_the_pipelines_are_judged_by_ranking(cluster, ratings
     top = model.recommend(10).compute()
     rated = pd.read_parquet(ratings_dir)
     assert not set(zip(top["user"], top["item"])) & set(zip(rated["user"], rated["item"]))
+
+
+def test_report_charts_scale_the_summary_numbers(tmp_path):
+    from dmf.pipeline.report import write_report
+
+    summary = {"history": [{"epoch": e, "train_rmse": 1.0 / e, "seconds": 0.5} for e in (1, 2, 4)],
+               "seconds": {"fit": 3.0, "ingest": 1.5}, "metrics": {"rmse": 0.91, "ranking": {"ndcg@k": 0.2}}}
+    page = write_report(tmp_path / "report.html", "t", summary).read_text()
+    first = page.split('points="')[1].split('"')[0].split()
+    assert first[0] == "40.0,40.0" and first[-1] == "520.0,180.0"  # the largest value on top, the smallest below
+    assert "<td>metrics rmse</td><td>0.91</td>" in page and "<td>metrics ranking ndcg@k</td><td>0.2</td>" in page
+    assert 'width="340.0"' in page and 'width="170.0"' in page  # bars in proportion: 3.0 s and 1.5 s

@@ -8,7 +8,8 @@ Layout::
       nightly.lock            held (flock) while a run is active
       last-run.json           summary of the latest run: published, refused, unchanged or failed
       models/
-        v1/ v2/ ...           model/ (dmf model directory), recommendations/ (Parquet), summary.json
+        v1/ v2/ ...           model/ (dmf model directory), recommendations/ (Parquet), summary.json,
+                              report.html (charts of the run)
         current -> vN         symlink, switched atomically after vN is complete
 """
 
@@ -27,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from dmf.pipeline.options import PipelineRefused, Timer
+from dmf.pipeline.report import write_report
 from dmf.storage import atomic_directory, fsync_directory, write_json_atomic
 
 logger = logging.getLogger(__name__)
@@ -189,6 +191,8 @@ def gate_and_publish(home: Path, *, model, write_recommendations: Callable[[Path
         write_recommendations(staging / "recommendations")
         report.update(status="published", version=version)
         write_json_atomic(staging / "summary.json", {**report, "seconds": timer.seconds})
+        write_report(staging / "report.html", f"dmf {report.get('kind', 'nightly')} run: {version}",
+                     {**report, "seconds": timer.seconds})
     switch_current(home, version)
     report["pruned"] = prune_versions(home, keep)
     report["seconds"] = timer.seconds
