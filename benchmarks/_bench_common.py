@@ -375,6 +375,17 @@ def _json_default(value):
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
+def write_run(name: str, scale: str, rows: list[dict], output: Path | None, **extra) -> Path:
+    """Write a benchmark run (its rows, the machine, versions, git state, time) as JSON to
+    ``output`` (default ``benchmarks/results/<name>-<scale>.json``); returns the path."""
+    result = {"scale": scale, **extra, "rows": rows, "machine": machine_info(), "versions": versions(),
+              "git": git_state(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    output = output or Path(__file__).resolve().parent / "results" / f"{name}-{scale}.json"
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(result, indent=2, default=_json_default) + "\n")
+    return output
+
+
 def format_table(rows: list[dict], columns: list[tuple[str, str, int]], left: int = 2) -> str:
     """Plain-text table; ``columns`` are (key, header, width); the first ``left`` columns are left-aligned."""
     lines = [" ".join(f"{header:<{width}}" if i < left else f"{header:>{width}}" for i, (_, header, width) in enumerate(columns))]

@@ -11,7 +11,6 @@ benchmark's split (`_bench_common.prepare_split`). Prints a table and writes JSO
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -48,11 +47,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"layout": layout, "attempt": attempt + 1, "partitions": frame.npartitions,
                              "seconds": round(time.perf_counter() - started, 2)})
                 del frame
-    result = {"scale": args.scale, "rows": rows, "machine": common.machine_info(), "versions": common.versions(),
-              "git": common.git_state(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    output = args.output or Path(__file__).resolve().parent / "results" / f"ingest-{args.scale}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    output = common.write_run("ingest", args.scale, rows, args.output)
     print(f"{'layout':<20} {'attempt':>7} {'partitions':>10} {'seconds':>8}")
     for row in rows:
         print(f"{row['layout']:<20} {row['attempt']:>7} {row['partitions']:>10} {row['seconds']:>8}")

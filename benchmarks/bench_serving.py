@@ -14,7 +14,6 @@ over ``--repeats`` different users. Prints a table and writes JSON (default
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import statistics
 import sys
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
                                    "rating": rng.integers(1, 6, 20).astype(np.float32)}) for _ in range(args.repeats)]
         rows.append(_timed("fold-in 20 ratings + top-10",
                            [lambda h=h: model.recommend_user("new", history=h, k=10) for h in histories]))
-        chosen = rng.choice(np.asarray(model.user_ids_), size=10_000, replace=False)
+        chosen = rng.choice(np.asarray(model.user_ids_), size=min(10_000, len(model.user_ids_)), replace=False)
         new_users = train[train["user"].isin(chosen)].assign(user=lambda f: f["user"] + 10**9)
         new_users = client.persist(new_users)
         wait(new_users)
@@ -79,12 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     for row in rows:
         row["target_ms"] = TARGETS[row["task"]]
         row["met"] = row["ms"] <= row["target_ms"]
-    result = {"scale": args.scale, "rank": args.rank, "epochs": args.epochs, "rows": rows,
-              "machine": common.machine_info(), "versions": common.versions(), "git": common.git_state(),
-              "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    output = args.output or Path(__file__).resolve().parent / "results" / f"serving-{args.scale}.json"
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(result, indent=2, default=str) + "\n")
+    output = common.write_run("serving", args.scale, rows, args.output, rank=args.rank, epochs=args.epochs)
     print(f"{'task':<32} {'ms (median)':>12} {'target ms':>10}  met")
     for row in rows:
         print(f"{row['task']:<32} {row['ms']:>12} {row['target_ms']:>10}  {'yes' if row['met'] else 'NO'}")

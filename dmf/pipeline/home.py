@@ -15,6 +15,7 @@ Layout::
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -23,11 +24,12 @@ import logging
 import os
 import re
 import shutil
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from dmf.pipeline.options import PipelineRefused, Timer
+from dmf.pipeline.options import PipelineRefused, Timer, versions
 from dmf.pipeline.report import write_report
 from dmf.storage import atomic_directory, fsync_directory, write_json_atomic
 
@@ -165,6 +167,27 @@ def remove_stale_staging(home: Path) -> list[str]:
     return [p.name for p in stale]
 
 
+
+
+def run_locked(home: Path, kind: str, snapshot: Path, run: Callable[[], dict], *, lock_held: bool = False) -> dict:
+    """``run()`` under ``HOME/nightly.lock`` (unless the caller holds it already), after
+    removing what an interrupted run left behind; a run that fails (other than refused at the
+    gate) is recorded in ``last-run.json`` with ``status: failed`` and the error."""
+    lock = contextlib.nullcontext() if lock_held else exclusive_lock(home / "nightly.lock")
+    with lock:
+        logger.info("%s run %d holds %s", kind, os.getpid(), home / "nightly.lock")
+        try:
+            stale = remove_stale_staging(home)
+            if stale:
+                logger.warning("removed %s left by an interrupted run", ", ".join(stale))
+            return run()
+        except PipelineRefused:
+            raise
+        except Exception as error:
+            write_json_atomic(home / "last-run.json", {
+                "status": "failed", "kind": kind, "error": f"{type(error).__name__}: {error}",
+                "snapshot": str(snapshot), "versions": versions(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+            raise
 
 
 def gate_and_publish(home: Path, *, model, write_recommendations: Callable[[Path], None], report: dict,

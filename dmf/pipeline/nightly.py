@@ -8,10 +8,7 @@ The home directory's layout and the publishing machinery are :mod:`dmf.pipeline.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,14 +18,13 @@ from dmf.estimators import ESTIMATORS, Estimator, ImplicitALS
 from dmf.model.params import MAX_SEED, param, param_specs
 from dmf.pipeline.home import (
     current_version,
-    exclusive_lock,
     fingerprint,
     gate_and_publish,
     published_summary,
-    remove_stale_staging,
+    run_locked,
     snapshot_digests,
 )
-from dmf.pipeline.options import ESTIMATOR_CHOICES, PipelineRefused, Timer, versions
+from dmf.pipeline.options import ESTIMATOR_CHOICES, Timer, versions
 from dmf.scheduler import persist_with_progress, retry_on_worker_loss
 from dmf.stages.metrics import error_totals
 from dmf.stages.ranking import ranking_metrics
@@ -79,27 +75,13 @@ def run_nightly(config: NightlyConfig, client, *, lock_held: bool = False) -> di
 
     ``lock_held``: the caller already holds ``HOME/nightly.lock`` (the pipeline takes it
     before it starts a cluster). A run that fails records ``status: failed`` and the error
-    in ``last-run.json``.
+    in ``last-run.json`` (:func:`~dmf.pipeline.home.run_locked`).
     """
-    lock = contextlib.nullcontext() if lock_held else exclusive_lock(config.home / "nightly.lock")
-    with lock:
-        try:
-            return _run_locked(config, client)
-        except PipelineRefused:
-            raise
-        except Exception as error:
-            write_json_atomic(config.home / "last-run.json", {
-                "status": "failed", "error": f"{type(error).__name__}: {error}", "snapshot": str(config.snapshot),
-                "versions": versions(), "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            raise
+    return run_locked(config.home, "nightly", config.snapshot, lambda: _run_locked(config, client), lock_held=lock_held)
 
 
 def _run_locked(config: NightlyConfig, client) -> dict:
     timer = Timer()
-    logger.info("nightly run %d holds %s", os.getpid(), config.home / "nightly.lock")
-    stale = remove_stale_staging(config.home)
-    if stale:
-        logger.warning("removed %s left by an interrupted run", ", ".join(stale))
     digests = snapshot_digests(config.snapshot)
     run_fingerprint = fingerprint(digests, config.settings())
     published_path = current_version(config.home)

@@ -9,10 +9,7 @@ side) instead of retraining, so it runs in seconds; the next nightly retrains ev
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import time
 
 import dask.dataframe as dd
 import numpy as np
@@ -23,15 +20,14 @@ from dmf.data.splits import random_split
 from dmf.estimators import Estimator, ImplicitALS
 from dmf.pipeline.home import (
     current_version,
-    exclusive_lock,
     fingerprint,
     gate_and_publish,
     published_summary,
-    remove_stale_staging,
+    run_locked,
     snapshot_digests,
 )
 from dmf.pipeline.nightly import NightlyConfig, TopK
-from dmf.pipeline.options import PipelineRefused, Timer, versions
+from dmf.pipeline.options import Timer, versions
 from dmf.scheduler import retry_on_worker_loss
 from dmf.stages.metrics import error_totals
 from dmf.stages.serving import pair_rows
@@ -45,26 +41,12 @@ def run_update(config: NightlyConfig, client, *, lock_held: bool = False) -> dic
     ``unchanged``). Raises :class:`PipelineRefused` at the gate; a failed run is recorded in
     ``last-run.json``. ``config.params`` and ``config.force`` are not used: the model's
     parameters are the published version's."""
-    lock = contextlib.nullcontext() if lock_held else exclusive_lock(config.home / "nightly.lock")
-    with lock:
-        try:
-            return _update_locked(config, client)
-        except PipelineRefused:
-            raise
-        except Exception as error:
-            write_json_atomic(config.home / "last-run.json", {
-                "status": "failed", "kind": "update", "error": f"{type(error).__name__}: {error}",
-                "snapshot": str(config.snapshot), "versions": versions(),
-                "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
-            raise
+    return run_locked(config.home, "update", config.snapshot, lambda: _update_locked(config, client),
+                      lock_held=lock_held)
 
 
 def _update_locked(config: NightlyConfig, client) -> dict:
     timer = Timer()
-    logger.info("update run %d holds %s", os.getpid(), config.home / "nightly.lock")
-    stale = remove_stale_staging(config.home)
-    if stale:
-        logger.warning("removed %s left by an interrupted run", ", ".join(stale))
     published_path = current_version(config.home)
     if published_path is None:
         raise ValueError(f"{config.home} has no published version to update: run the nightly first")
