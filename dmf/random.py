@@ -25,6 +25,11 @@ import pandas as pd
 USER_FACTOR_STREAM = 1
 ITEM_FACTOR_STREAM = 2
 SPLIT_STREAM = 0x5B1D
+#: DSGD: the order of the ratings within a grid cell, and the order of the strata per epoch.
+SGD_ORDER_STREAM = 0x56D1
+STRATUM_STREAM = 0x56D2
+#: SVD: the random test matrix of the range finder.
+SVD_TEST_STREAM = 0x5FD0
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -15,3 +15,15 @@ class TestNonnegativeALS(EstimatorContract):
 
 class TestImplicitALS(EstimatorContract):
     estimator_class, defaults = dmf.ImplicitALS, {"rank": 4, "max_iter": 3}
+
+
+class TestSGD(EstimatorContract):
+    estimator_class, defaults = dmf.SGD, {"rank": 4, "max_iter": 3, "grid": 3}
+
+
+class TestSVD(EstimatorContract):
+    estimator_class, defaults = dmf.SVD, {"rank": 4, "n_iter": 2}
+
+
+class TestCentredSVD(EstimatorContract):
+    estimator_class, defaults = dmf.SVD, {"rank": 4, "n_iter": 2, "center": True}

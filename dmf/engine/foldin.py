@@ -37,9 +37,12 @@ def rating_block(rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows:
 
 def fold_in_block(model: FittedModel, side: str, block: RatingBlock, objective: Objective) -> FactorTable:
     """Factors (and biases) of the rows of ``block`` (ratings of new ``side`` rows; columns are
-    indices of the other side) against ``model``'s fixed other side."""
+    indices of the other side) against ``model``'s fixed other side. An ``objective`` that is
+    not an :class:`Objective` folds in by its own ``fold_in(model, side, block)``."""
     if side not in ("users", "items"):
         raise ValueError(f"side must be 'users' or 'items', got {side!r}")
+    if not isinstance(objective, Objective):  # a model that folds in by its own rule (SVD's projection)
+        return objective.fold_in(model, side, block)
     other_factors = model.item_factors if side == "users" else model.user_factors
     other_biases = model.item_biases if side == "users" else model.user_biases
     gram = None

@@ -24,12 +24,26 @@ class BlockLayout:
 
     n_rows: int
     requested_blocks: int
+    #: When set, the rows are first cut into this many *grains* (near-equal, fixed by
+    #: ``n_rows`` alone) and every block is a run of whole grains: a per-grain result (a
+    #: Gram matrix) is then the same whatever the number of blocks.
+    grains: int | None = None
 
     @cached_property
     def bounds(self) -> np.ndarray:
         """Boundaries (int64, length ``n_blocks + 1``)."""
+        if self.grains is not None:
+            grain_bounds = self.grain_bounds
+            n_grains = len(grain_bounds) - 1
+            n_blocks = max(1, min(int(self.requested_blocks), n_grains))
+            return grain_bounds[(np.arange(n_blocks + 1, dtype=np.int64) * n_grains) // n_blocks]
         n_blocks = max(1, min(int(self.requested_blocks), max(int(self.n_rows), 1)))
         return (np.arange(n_blocks + 1, dtype=np.int64) * int(self.n_rows)) // n_blocks
+
+    @cached_property
+    def grain_bounds(self) -> np.ndarray:
+        """Boundaries of the grains (the blocks of ``BlockLayout(n_rows, grains)``)."""
+        return BlockLayout(self.n_rows, self.grains or 1).bounds
 
     @property
     def n_blocks(self) -> int:

@@ -210,11 +210,14 @@ def table_summary(table: FactorTable) -> tuple[float, int, int, np.ndarray | Non
 
 
 def initial_block_table(id_hashes: np.ndarray, start: int, objective: Objective, seed: int, stream: int,
-                        known: tuple | None) -> FactorTable:
+                        known: tuple | None, std: float | None = None) -> FactorTable:
     """The initial table of one block (rows ``start ..``): seeded factors and zero biases,
     overwritten by ``known = (positions, factors, biases or None)`` rows (warm start), with
-    its Gram matrix when the objective is implicit. Computed on the worker that keeps it."""
+    its Gram matrix when the objective is implicit. Computed on the worker that keeps it.
+    ``std`` scales the seeded factors to that standard deviation (default ``1/sqrt(rank)``)."""
     factors = initial_factors(id_hashes, objective.rank, seed, stream, objective.nonnegative)
+    if std is not None:
+        factors *= np.float32(std * math.sqrt(objective.rank))
     biases = np.zeros(len(id_hashes), dtype=np.float32) if objective.use_biases else None
     if known is not None:
         positions, known_factors, known_biases = known
@@ -222,3 +225,26 @@ def initial_block_table(id_hashes: np.ndarray, start: int, objective: Objective,
         if biases is not None and known_biases is not None:
             biases[positions] = known_biases
     return FactorTable(factors, biases, gram=gram_of(factors) if objective.implicit else None, start=start)
+
+
+def warm_rows(ids, warm, side: str, rank: int) -> tuple | None:
+    """Warm start of one side: per id of ``ids`` (a vocabulary), whether the warm model has it
+    and its row there, with the warm model's factors and biases of that side; None without a
+    warm model."""
+    if warm is None:
+        return None
+    known_ids, factors, biases = ((warm.user_ids, warm.user_factors, warm.user_biases) if side == "users"
+                                  else (warm.item_ids, warm.item_factors, warm.item_biases))
+    if factors.shape[1] != rank:
+        raise ValueError(f"warm start model has rank {factors.shape[1]}, this fit has rank {rank}")
+    position = known_ids.index_of(ids.ids)
+    return position >= 0, position, factors, biases
+
+
+def known_rows(warm: tuple | None, lo: int, hi: int) -> tuple | None:
+    """The ``known`` argument of :func:`initial_block_table` for rows ``lo .. hi-1``."""
+    if warm is None:
+        return None
+    found, position, factors, biases = warm[0][lo:hi], warm[1][lo:hi], warm[2], warm[3]
+    position = position[found]
+    return np.flatnonzero(found), factors[position], None if biases is None else biases[position]

@@ -18,7 +18,6 @@ worker costs at most that many epochs, redone from the copy (or from the seed).
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import logging
 import math
 import time
@@ -33,24 +32,23 @@ from dmf.data.ids import IdVocabulary
 from dmf.engine.blocks import build_rating_blocks, seen_pattern
 from dmf.engine.kernels import kernels_compiled
 from dmf.engine.layout import BlockLayout
+from dmf.engine.placement import BACKGROUND, Placement, train_epochs
 from dmf.engine.ratings_pass import ids_and_stats
 from dmf.engine.solve import (
     Objective,
     add_summaries,
     initial_block_table,
     join_tables,
+    known_rows,
     solve_item_block,
     solve_user_block,
     table_summary,
+    warm_rows,
 )
 from dmf.model.fitted import FittedModel, SeenItems
 from dmf.random import ITEM_FACTOR_STREAM, USER_FACTOR_STREAM
 
 logger = logging.getLogger(__name__)
-
-#: One background thread per process brings the training interactions to the client while
-#: the epochs run (0.2-0.4 s of transfer at 20 M ratings that the fit would otherwise wait for).
-_BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmf-seen")
 
 #: Errors by which the cluster reports that work was lost with a worker.
 WORKER_FAILURES = scheduler.WORKER_FAILURES
@@ -84,28 +82,7 @@ def fit_als(
                     "more in epoch 1 (numba caches them on disk)")
     trainer = BlockedALSTrainer(ratings, objective, seed=seed, n_blocks=n_blocks, client=client, warm_start=warm_start,
                                 max_iter=max_iter, checkpoint_every=checkpoint_every)
-    recoveries = 0
-    try:
-        while trainer.epoch < max_iter:
-            try:
-                trainer.train_epoch()
-            except WORKER_FAILURES as failure:
-                scheduler.check_scheduler(trainer.client, failure)
-                recoveries += 1
-                if recoveries > max_recoveries:
-                    raise
-                logger.warning(
-                    "epoch %d lost data on a failed worker (%s: %s); rebuilding blocks, resuming from epoch %d",
-                    trainer.epoch + 1, type(failure).__name__, failure, trainer.checkpoint["epoch"],
-                )
-                try:
-                    trainer.recover()
-                except WORKER_FAILURES as again:
-                    scheduler.check_scheduler(trainer.client, again)
-                    raise
-        return trainer.result(estimator, params or {})
-    finally:
-        trainer.close()  # nothing stays on the cluster, whether the fit ends or fails
+    return train_epochs(trainer, max_iter, max_recoveries, estimator, params)
 
 
 @dataclass
@@ -146,16 +123,12 @@ class BlockedALSTrainer:
         self.seed = seed
         self.user_layout = BlockLayout(len(self.user_ids), self.n_blocks)
         self.item_layout = BlockLayout(len(self.item_ids), self.n_blocks)
-        self.workers = _worker_slots(self.client)
+        self.placement = Placement(self.client)
         self._build_blocks()
         # Conjugate gradient starts from the previous epoch's rows of the side it solves.
         self.keeps_users = objective.solver == "cg"
-        self._warm = {} if warm_start is None else {
-            "users": _warm_rows(self.user_ids, warm_start.user_ids, warm_start.user_factors, warm_start.user_biases,
-                                objective.rank),
-            "items": _warm_rows(self.item_ids, warm_start.item_ids, warm_start.item_factors, warm_start.item_biases,
-                                objective.rank),
-        }
+        self._warm = {side: warm_rows(ids, warm_start, side, objective.rank)
+                      for side, ids in (("users", self.user_ids), ("items", self.item_ids))}
         # epoch 0: the initial tables, recomputed from the seed (and warm start) when needed
         self.checkpoint = {"epoch": 0, "users": None, "items": None, "history": []}
         self._seen_gathering: concurrent.futures.Future | None = None
@@ -163,26 +136,18 @@ class BlockedALSTrainer:
 
     def _build_blocks(self) -> None:
         """Submit the partition of the ratings into user and item blocks, kept on the workers
-        (block ``b`` of either side on the worker of slot ``b``, see :meth:`_on_worker`). Not
+        (block ``b`` of either side on the worker of slot ``b``, see :class:`Placement`). Not
         waited for: the first epoch is submitted behind it."""
         user_blocks, item_blocks = build_rating_blocks(
             self.ratings, scheduler.broadcast(self.user_ids, self.client), scheduler.broadcast(self.item_ids, self.client),
-            self.user_layout, self.item_layout, placement=self._on_worker,
+            self.user_layout, self.item_layout, placement=self.placement.on_worker,
         )
-        blocks = self._submit(user_blocks + item_blocks)
+        blocks = self.placement.submit(user_blocks + item_blocks)
         self.user_blocks, self.item_blocks = blocks[: len(user_blocks)], blocks[len(user_blocks) :]
         logger.info(
             "blocking %d ratings of %d users x %d items into %d user and %d item blocks",
             self.n_ratings, len(self.user_ids), len(self.item_ids), len(self.user_blocks), len(self.item_blocks),
         )
-
-    def _on_worker(self, block: int | None):
-        """Annotation context: tasks built inside go to the worker of slot ``block mod n_slots``
-        (one slot per worker thread, interleaved across workers; another worker takes them
-        only when that one is gone); no preference for None or without a cluster."""
-        if block is None or not self.workers:
-            return contextlib.nullcontext()
-        return dask.annotate(workers=[self.workers[block % len(self.workers)]], allow_other_workers=True)
 
     def _initial_tables(self, side: str) -> list:
         """Submitted initial tables of ``side``, one per block, each computed where its block lives."""
@@ -196,21 +161,9 @@ class BlockedALSTrainer:
         root = scheduler.broadcast(stream, self.client)
         tables = []
         for b, lo, hi in layout:
-            known = None
-            if warm is not None:
-                found, position, known_factors, known_biases = warm[0][lo:hi], warm[1][lo:hi], warm[2], warm[3]
-                position = position[found]
-                known = (np.flatnonzero(found), known_factors[position],
-                         None if known_biases is None else known_biases[position])
-            with self._on_worker(b):
-                tables.append(initial(hashes[lo:hi], lo, self.objective, self.seed, root, known))
-        return self._submit(tables)
-
-    def _submit(self, delayed_objects: list) -> list:
-        """Futures of ``delayed_objects`` on a cluster (not waited for); their values without one."""
-        if self.client is not None:
-            return self.client.compute(delayed_objects)
-        return list(dask.compute(*delayed_objects))
+            with self.placement.on_worker(b):
+                tables.append(initial(hashes[lo:hi], lo, self.objective, self.seed, root, known_rows(warm, lo, hi)))
+        return self.placement.submit(tables)
 
     def _restore_checkpoint(self) -> None:
         """Continue from the checkpoint: its tables (one per side), or the initial tables."""
@@ -237,12 +190,12 @@ class BlockedALSTrainer:
         previous_items = self._latest_items if self.keeps_users else None
         users, items = [], []
         for b, block in enumerate(self.user_blocks):
-            with self._on_worker(b):
+            with self.placement.on_worker(b):
                 users.append(solve_users(block, self._latest_items, _covering(previous_users, b), mean, objective, False))
         for b, block in enumerate(self.item_blocks):
-            with self._on_worker(b):
+            with self.placement.on_worker(b):
                 items.append(solve_items(block, users, _covering(previous_items, b), mean, objective, True))
-        results = self._submit(users + items + [summarize(table) for table in users + items])
+        results = self.placement.submit(users + items + [summarize(table) for table in users + items])
         n_users, n_items = len(users), len(items)
         epoch = _Epoch(number, results[:n_users], results[n_users : n_users + n_items], results[n_users + n_items :])
         self._pending.append(epoch)
@@ -282,7 +235,7 @@ class BlockedALSTrainer:
         self.history.append(record)
         self._done = epoch
         if self._seen_gathering is None and self.client is not None:
-            self._seen_gathering = _BACKGROUND.submit(self.client.gather, self._seen_parts())
+            self._seen_gathering = BACKGROUND.submit(self.client.gather, self._seen_parts())
         if self.epoch % self.checkpoint_every == 0 or self.epoch == self.max_iter:
             self._save_checkpoint(epoch)
         logger.info("epoch %d %s=%.5f seconds=%.2f", epoch.number, name, value, record["seconds"])
@@ -309,7 +262,7 @@ class BlockedALSTrainer:
     def recover(self) -> None:
         """Rebuild lost state after a worker failure: blocks from the source, factors from the checkpoint."""
         self._pending.clear()
-        self.workers = _worker_slots(self.client)
+        self.placement.refresh()
         self._build_blocks()
         self._restore_checkpoint()
 
@@ -331,7 +284,7 @@ class BlockedALSTrainer:
     def _seen_parts(self) -> list:
         """Submitted (row pointers, items) of every user block (values without a cluster)."""
         pattern = dask.delayed(seen_pattern, pure=True)
-        return self._submit([pattern(block) for block in self.user_blocks])
+        return self.placement.submit([pattern(block) for block in self.user_blocks])
 
     def _seen(self) -> SeenItems:
         """The user blocks' (row, item) pattern gathered into one CSR over all users: from the
@@ -345,19 +298,7 @@ class BlockedALSTrainer:
         if parts is None:
             parts = self._seen_parts()
             parts = self.client.gather(parts) if self.client is not None else parts
-        counts = np.concatenate([np.diff(indptr) for indptr, _ in parts])
-        indptr = np.zeros(len(counts) + 1, dtype=np.int64)
-        np.cumsum(counts, out=indptr[1:])
-        return SeenItems(indptr, np.concatenate([items for _, items in parts]))
-
-
-def _worker_slots(client) -> list[str]:
-    """Worker addresses, one entry per thread, interleaved (a, b, a, b, a for 3 + 2 threads)."""
-    if client is None:
-        return []
-    threads = dict(client.nthreads())  # every worker (scheduler_info may list only a few)
-    return [address for round_ in range(max(threads.values(), default=0)) for address in sorted(threads)
-            if threads[address] > round_]
+        return SeenItems.concatenate(parts)
 
 
 def _covering(tables: list | None, block: int):
@@ -365,13 +306,3 @@ def _covering(tables: list | None, block: int):
     if tables is None:
         return None
     return tables[block] if len(tables) > 1 else tables[0]
-
-
-def _warm_rows(ids: IdVocabulary, known_ids: IdVocabulary, factors: np.ndarray, biases: np.ndarray | None,
-               rank: int) -> tuple:
-    """Warm start of one side: per id of ``ids``, whether the warm model has it (bool) and its
-    row there; and the warm model's factors and biases of that side."""
-    if factors.shape[1] != rank:
-        raise ValueError(f"warm start model has rank {factors.shape[1]}, this fit has rank {rank}")
-    position = known_ids.index_of(ids.ids)
-    return position >= 0, position, factors, biases

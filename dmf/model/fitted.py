@@ -45,6 +45,14 @@ class SeenItems:
     def n_users(self) -> int:
         return len(self.indptr) - 1
 
+    @classmethod
+    def concatenate(cls, parts: list) -> SeenItems:
+        """One CSR over all users from per-block ``(row pointers, items)`` parts, in block order."""
+        counts = np.concatenate([np.diff(indptr) for indptr, _ in parts])
+        indptr = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=indptr[1:])
+        return cls(indptr, np.concatenate([items for _, items in parts]).astype(np.int32, copy=False))
+
     def with_pairs(self, user_rows: np.ndarray, item_rows: np.ndarray) -> SeenItems:
         """These seen items plus (user row, item index) pairs, appended to each row (a pair
         already present may repeat; exclusion does not mind)."""

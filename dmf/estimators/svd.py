@@ -1,0 +1,52 @@
+"""Truncated SVD of the rating matrix (PureSVD), by randomized subspace iteration on Dask."""
+
+from __future__ import annotations
+
+import dask.dataframe as dd
+
+from dmf.engine.svd import Projection, fit_svd
+from dmf.estimators.base import Estimator, estimator
+from dmf.model import params
+from dmf.model.fitted import FittedModel
+from dmf.model.params import param
+
+
+@estimator
+class SVD(Estimator):
+    """Truncated SVD of the rating matrix (PureSVD, Cremonesi et al. 2010) on Dask.
+
+    The users × items matrix ``A`` holds the ratings and 0 for every missing pair (with
+    ``center=True``, the ratings minus their mean μ). Its ``rank`` leading right singular
+    vectors are the item factors ``V``; a user's factors are the projection of the user's row,
+    ``p_u = a_u·V``, so the score ``p_u·q_i`` is PureSVD's ``a_u·V·Vᵀ`` and a new user is folded
+    in by the same projection, without retraining (:meth:`fold_in`, ``recommend(history=)``).
+    Computed by randomized subspace iteration (Halko, Martinsson, Tropp 2011): a few passes
+    of block × panel products over the blocked ratings; only ``rank + oversample``-column
+    panels move between workers.
+
+    A ranking model: missing pairs count as 0, so predicted ratings shrink towards 0 (μ with
+    ``center=True``); use :class:`dmf.ALS` or :class:`dmf.SGD` for rating prediction.
+    ``history_`` records the seconds per subspace iteration and the singular values.
+
+    {parameters}
+    """
+
+    rank: int = params.rank(50)
+    n_iter: int = param(4, "Power (subspace) iterations; each is two passes over the ratings.", minimum=0)
+    oversample: int = param(10, "Extra columns of the random subspace beyond rank (accuracy of the trailing "
+                            "singular vectors).", minimum=0)
+    center: bool = param(False, "Subtract the mean rating from the observed entries (missing ones stay 0) and add "
+                         "it back to predictions.")
+    seed: int = params.seed()
+    n_blocks: int | None = params.n_blocks()
+    unknown: str = params.unknown()
+    clip: bool = param(False, "Clip predictions to the training ratings' range.")
+    feature_reg: float = params.feature_reg()
+
+    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None) -> FittedModel:
+        return fit_svd(ratings, rank=int(self.rank), oversample=int(self.oversample), n_iter=int(self.n_iter),
+                       center=bool(self.center), seed=int(self.seed), n_blocks=self.n_blocks, client=client,
+                       estimator="SVD", params=self.get_params())
+
+    def _objective(self) -> Projection:
+        return Projection(rank=int(self.rank), center=bool(self.center))
