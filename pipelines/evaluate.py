@@ -1,6 +1,6 @@
 """Evaluate: RMSE and MAE of a saved model on a Parquet test set, as a Dask reduction, and
 ranking metrics (precision, recall, NDCG, MAP at k, MRR, hit rate, coverage) of its top-k
-(ranking metrics only for an ImplicitALS model, whose scores are preferences, not ratings).
+(ranking metrics only for a model whose scores only rank items: ImplicitALS, SVD).
 
 Writes the metrics as JSON to OUTPUT (default: print only), optionally the predictions as
 Parquet.
@@ -34,9 +34,9 @@ def main(argv=None) -> int:
         model.unknown = args.unknown
     with cli.connect(args) as client:
         test = dmf.read_ratings(args.test)
-        implicit = isinstance(model, dmf.ImplicitALS)  # its scores are preferences, not ratings
+        implicit = not model.predicts_ratings  # its scores only rank items (preferences, projections)
         if implicit and args.k <= 0:
-            raise ValueError("an ImplicitALS model is evaluated by ranking metrics: pass --k > 0")
+            raise ValueError(f"an {type(model).__name__} model is evaluated by ranking metrics: pass --k > 0")
         metrics = {}
         if not implicit:
             with timer("evaluate"):

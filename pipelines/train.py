@@ -1,4 +1,4 @@
-"""Train: fit an estimator (--estimator als, implicit or nmf) on a Parquet ratings table and
+"""Train: fit an estimator (--estimator als, implicit, nmf, sgd or svd) on a Parquet ratings table and
 save the model directory.
 
 Writes OUTPUT (a dmf model directory, atomically), OUTPUT.summary.json beside it and

@@ -154,6 +154,22 @@ def test_every_estimator_trains_in_the_pipelines(cluster, ratings_dir, tmp_path)
     assert type(dmf.load(home / "models" / "current" / "model")) is dmf.ImplicitALS
 
 
+def test_sgd_trains_and_svd_runs_nightly_in_the_pipelines(cluster, ratings_dir, tmp_path):
+    scheduler = cluster.scheduler_address
+    trained = run_pipeline("train.py", "--scheduler", scheduler, "--estimator", "sgd", "--ratings", ratings_dir,
+                           "--output", tmp_path / "sgd", "--rank", 3, "--max-iter", 2, "--grid", 2)
+    assert trained.returncode == 0, trained.stderr
+    sgd = dmf.load(tmp_path / "sgd")
+    assert type(sgd) is dmf.SGD and sgd.grid == 2 and len(sgd.history_) == 2
+    nightly = run_pipeline("nightly.py", "--scheduler", scheduler, "--estimator", "svd", "--snapshot", ratings_dir,
+                           "--home", tmp_path / "home", "--rank", 3, "--n-iter", 1)
+    assert nightly.returncode == 0, nightly.stderr
+    assert "published v1: precision@10" in nightly.stdout  # gated on ranking, not RMSE
+    summary = json.loads((tmp_path / "home" / "models" / "v1" / "summary.json").read_text())
+    assert summary["settings"]["estimator"] == "svd" and "rmse" not in summary["metrics"]
+    assert type(dmf.load(tmp_path / "home" / "models" / "current" / "model")) is dmf.SVD
+
+
 def test_missing_paths_are_refused_before_anything_starts(tmp_path):
     result = run_pipeline("nightly.py", "--snapshot", tmp_path / "nowhere", "--home", tmp_path / "home")
     assert result.returncode == 2 and f"--snapshot {tmp_path / 'nowhere'} does not exist" in result.stderr

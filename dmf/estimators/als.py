@@ -102,6 +102,8 @@ class ImplicitALS(_BlockedALS):
     {parameters}
     """
 
+    predicts_ratings = False
+
     rank: int = params.rank(32)
     reg: float = param(0.05, "λ, the same for every row (not weighted by counts).", minimum=0, open_minimum=True)
     alpha: float = param(1.0, "Confidence slope: c = 1 + alpha·|r|.", minimum=0)

@@ -99,6 +99,9 @@ class Estimator(Serving):
     """
 
     model_: FittedModel | None
+    #: Whether predictions are ratings (evaluated and gated by RMSE); False for models whose
+    #: scores only rank items (evaluated and gated by ranking metrics).
+    predicts_ratings: ClassVar[bool] = True
     #: Scoring defaults for estimators without these parameters.
     unknown: ClassVar[str] = "bias"
     clip: ClassVar[bool] = False

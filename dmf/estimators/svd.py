@@ -31,6 +31,8 @@ class SVD(Estimator):
     {parameters}
     """
 
+    predicts_ratings = False
+
     rank: int = params.rank(50)
     n_iter: int = param(4, "Power (subspace) iterations; each is two passes over the ratings.", minimum=0)
     oversample: int = param(10, "Extra columns of the random subspace beyond rank (accuracy of the trailing "

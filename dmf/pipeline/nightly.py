@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dmf.data.ratings import read_ratings
 from dmf.data.splits import random_split
-from dmf.estimators import ESTIMATORS, Estimator, ImplicitALS
+from dmf.estimators import ESTIMATORS, Estimator
 from dmf.model.params import MAX_SEED, param, param_specs
 from dmf.pipeline.home import (
     current_version,
@@ -47,7 +47,7 @@ class NightlyConfig:
     split_seed: int = param(0, "Seed of the held-out pairs (a pair's side depends on the seed and the pair only).",
                             minimum=0, maximum=MAX_SEED)
     tolerance: float = param(0.005, "Publish only if the new model's held-out score is no worse than the published "
-                             "model's by more than this (RMSE; NDCG@k for implicit feedback).", minimum=0)
+                             "model's by more than this (RMSE; NDCG@k for models whose scores only rank: implicit, svd).", minimum=0)
     keep: int = param(3, "Published versions to keep (the current one always is).", minimum=1)
     k: int = param(10, "Recommendations per user.", minimum=1)
     relevance_threshold: float | None = param(4.0, "Held-out ratings >= this are relevant for the ranking metrics.",
@@ -57,7 +57,9 @@ class NightlyConfig:
                             choices=("latest", "mean", "error"))
     force: bool = param(False, "Retrain even if the snapshot and settings are those of the current version.")
     estimator: str = param("als", "What to train: 'als' (explicit ratings, biases), 'implicit' (implicit-feedback "
-                           "ALS, gated on NDCG@k instead of RMSE) or 'nmf' (ALS with nonnegative factors).",
+                           "ALS, gated on NDCG@k instead of RMSE), 'nmf' (ALS with nonnegative factors), 'sgd' "
+                           "(biased SGD matrix factorization, DSGD) or 'svd' (truncated SVD, PureSVD; gated on "
+                           "NDCG@k).",
                            choices=tuple(ESTIMATOR_CHOICES))
 
     def __post_init__(self) -> None:
@@ -101,7 +103,7 @@ def _run_locked(config: NightlyConfig, client) -> dict:
     train, test = random_split(ratings, config.test_fraction, config.split_seed)
     class_name, defaults = ESTIMATOR_CHOICES[config.estimator]
     estimator = ESTIMATORS[class_name](**{**defaults, **config.params})
-    implicit = isinstance(estimator, ImplicitALS)
+    implicit = not estimator.predicts_ratings  # scores that only rank: gated on NDCG@k
     published = _load_published(published_path, train, test, config, client)
     same_kind = published is not None and type(published.model) is type(estimator)
     if published is not None and not same_kind:
@@ -172,7 +174,7 @@ def _load_published(path: Path | None, train, test, config: NightlyConfig, clien
         return None
     try:
         model = Estimator.load(path / "model")
-        if not isinstance(model, ImplicitALS):
+        if model.predicts_ratings:
             return _Published(model, error_totals(model, test, client=client))
         top = model.recommend(config.k, exclude=train, exclude_seen=False, client=client)
         return _Published(model, {"ranking": ranking_metrics(top, test, k=config.k,

@@ -87,7 +87,8 @@ def add_spec_options(parser: argparse.ArgumentParser, owner: type, title: str | 
 
 #: What the pipelines train, by ``--estimator`` name: the estimator class's name and the
 #: defaults that differ from the class's own.
-ESTIMATOR_CHOICES = {"als": ("ALS", {}), "implicit": ("ImplicitALS", {}), "nmf": ("ALS", {"nonnegative": True})}
+ESTIMATOR_CHOICES = {"als": ("ALS", {}), "implicit": ("ImplicitALS", {}), "nmf": ("ALS", {"nonnegative": True}),
+                     "sgd": ("SGD", {}), "svd": ("SVD", {})}
 
 
 def chosen_estimator(argv: list[str] | None) -> str:
@@ -103,15 +104,16 @@ def chosen_estimator(argv: list[str] | None) -> str:
 
 
 def add_estimator_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> type:
-    """``--estimator {als,implicit,nmf}`` and the chosen estimator's parameters as options
+    """``--estimator {als,implicit,nmf,sgd,svd}`` and the chosen estimator's parameters as options
     (derived from its parameter spec); returns the estimator class."""
     from dmf.estimators import ESTIMATORS
 
     name = chosen_estimator(argv)
     class_name, defaults = ESTIMATOR_CHOICES[name]
     parser.add_argument("--estimator", choices=sorted(ESTIMATOR_CHOICES), default="als",
-                        help="what to train: ALS with biases, implicit-feedback ALS, or ALS with nonnegative "
-                        "factors; '--estimator NAME --help' lists that estimator's parameters")
+                        help="what to train: ALS with biases, implicit-feedback ALS, ALS with nonnegative "
+                        "factors, biased SGD (DSGD) or truncated SVD (PureSVD); '--estimator NAME --help' lists that "
+                        "estimator's parameters")
     estimator_class = ESTIMATORS[class_name]
     add_spec_options(parser, estimator_class)
     parser.set_defaults(**defaults)

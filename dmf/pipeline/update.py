@@ -17,7 +17,7 @@ import numpy as np
 from dmf.columns import ITEM, USER
 from dmf.data.ratings import read_ratings
 from dmf.data.splits import random_split
-from dmf.estimators import Estimator, ImplicitALS
+from dmf.estimators import Estimator
 from dmf.pipeline.home import (
     current_version,
     fingerprint,
@@ -71,9 +71,9 @@ def _update_locked(config: NightlyConfig, client) -> dict:
     settings = summary.get("settings", {})
     split = {name: settings.get(name, getattr(config, name)) for name in ("test_fraction", "split_seed", "duplicates")}
     published = Estimator.load(published_path / "model")
-    if isinstance(published, ImplicitALS):
-        raise ValueError(f"{published_path.name} holds an ImplicitALS model: incremental updates are gated on RMSE, "
-                         "which does not fit implicit feedback; the nightly retrains it")
+    if not published.predicts_ratings:
+        raise ValueError(f"{published_path.name} holds an {type(published).__name__} model, whose scores only rank: "
+                         "incremental updates are gated on RMSE; the nightly retrains it")
     with timer("ingest"):
         ratings = client.persist(read_ratings(config.snapshot, duplicates=split["duplicates"]))
         fresh = dd.read_parquet([str(config.snapshot / name) for name in new_files])
