@@ -101,3 +101,9 @@ def dense_implicit_als(frame: pd.DataFrame, item_start: np.ndarray, *, alpha: fl
         user_factors = half_step(ratings, item_factors)
         item_factors = half_step(ratings.T, user_factors)
     return {"users": users, "items": items, "user_factors": user_factors, "item_factors": item_factors}
+
+
+def ml100k_fold(ml100k, number: int = 1) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """GroupLens' own split ``u<number>.base`` / ``u<number>.test`` of ml-100k (pandas)."""
+    read = lambda name: pd.read_csv(ml100k / name, sep="\t", names=["user", "item", "rating", "timestamp"])  # noqa: E731
+    return read(f"u{number}.base"), read(f"u{number}.test")

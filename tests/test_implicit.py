@@ -3,13 +3,11 @@
 import numpy as np
 import pandas as pd
 import pytest
-from helpers import dense_implicit_als, random_ratings
+from helpers import dense_implicit_als, ml100k_fold, random_ratings
 
 import dmf
 from dmf.engine.solve import initial_factors
 from dmf.random import ITEM_FACTOR_STREAM, id_hashes
-
-COLUMNS = ["user", "item", "rating", "timestamp"]
 
 
 @pytest.fixture(scope="module")
@@ -60,14 +58,9 @@ def test_nonnegative_factors_are_nonnegative_and_save(client, plays, estimator, 
     assert type(loaded) is estimator and loaded.get_params() == model.get_params()
 
 
-def _ml100k_u1(ml100k):
-    read = lambda name: pd.read_csv(ml100k / name, sep="\t", names=COLUMNS)  # noqa: E731
-    return read("u1.base"), read("u1.test")
-
-
 @pytest.mark.slow
 def test_ml100k_implicit_beats_explicit_at_ranking(client, ml100k):
-    train, test = _ml100k_u1(ml100k)
+    train, test = ml100k_fold(ml100k)
     implicit = dmf.ImplicitALS(threshold=4).fit(train)
     explicit = dmf.ALS().fit(train)
     results = {}
@@ -83,7 +76,7 @@ def test_ml100k_implicit_beats_explicit_at_ranking(client, ml100k):
 
 @pytest.mark.slow
 def test_ml100k_nmf_beats_surprise_nmf(client, ml100k):
-    train, test = _ml100k_u1(ml100k)
+    train, test = ml100k_fold(ml100k)
     model = dmf.ALS(nonnegative=True).fit(train)
     result = dmf.rmse(model, test)
     print(f"NMF u1 RMSE {float(result):.4f}")

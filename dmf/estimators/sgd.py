@@ -43,7 +43,7 @@ class SGD(Estimator):
     bias_reg: float = param(0.0, "Regularization weight on the biases per step.", minimum=0)
     damping: float = param(6.0, "Count-independent penalty on factors: a step on a row with n ratings uses "
                            "reg + damping/n, so an epoch adds up to dmf.ALS's penalty reg·n + damping.", minimum=0)
-    bias_damping: float = param(6.0, "Count-independent penalty on biases (as damping).", minimum=0)
+    bias_damping: float = param(2.0, "Count-independent penalty on biases (as damping).", minimum=0)
     max_iter: int = param(40, "Epochs; one epoch visits every rating once.", minimum=1)
     schedule: str = param("bold-driver", "'bold-driver' adapts the step after each epoch from the training "
                           "loss; 'constant' keeps learning_rate.", choices=("bold-driver", "constant"))

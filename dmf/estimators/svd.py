@@ -26,14 +26,16 @@ class SVD(Estimator):
 
     A ranking model: missing pairs count as 0, so predicted ratings shrink towards 0 (μ with
     ``center=True``); use :class:`dmf.ALS` or :class:`dmf.SGD` for rating prediction.
-    ``history_`` records the seconds per subspace iteration and the singular values.
+    ``history_`` records the seconds per subspace iteration and the singular values. The
+    result depends on the data and the seed only; ``fit(..., warm_start=)`` is ignored.
+    The default rank was chosen on MovieLens ml-100k u1 (precision@10 of 10, 20, 30, 50).
 
     {parameters}
     """
 
     predicts_ratings = False
 
-    rank: int = params.rank(50)
+    rank: int = params.rank(20)
     n_iter: int = param(4, "Power (subspace) iterations; each is two passes over the ratings.", minimum=0)
     oversample: int = param(10, "Extra columns of the random subspace beyond rank (accuracy of the trailing "
                             "singular vectors).", minimum=0)
