@@ -42,6 +42,7 @@ from dmf.engine.solve import (
     table_summary,
     warm_rows,
 )
+from dmf.engine.validation import ValidationSpec, mark_kept
 from dmf.model.fitted import FittedModel, SeenItems
 from dmf.random import ITEM_FACTOR_STREAM, USER_FACTOR_STREAM
 
@@ -91,12 +92,12 @@ def sgd_cell(cell, users: FactorTable, items: FactorTable, user_counts: np.ndarr
 
 def fit_sgd(ratings: dd.DataFrame, objective: SGDObjective, *, max_iter: int, seed: int, grid: int, client=None,
             warm_start: FittedModel | None = None, max_recoveries: int = 3, checkpoint_every: int = 10,
-            estimator: str = "SGD", params: dict | None = None) -> FittedModel:
+            estimator: str = "SGD", params: dict | None = None, validation: ValidationSpec | None = None) -> FittedModel:
     """Factor ``ratings`` (canonical columns, validated) by DSGD on a ``grid × grid`` grid
     (fewer blocks when there are fewer users or items). ``warm_start``, recovery from a lost
-    worker and the result are as for :func:`dmf.engine.trainer.fit_als`."""
+    worker, ``validation`` and the result are as for :func:`dmf.engine.trainer.fit_als`."""
     trainer = DSGDTrainer(ratings, objective, seed=seed, grid=grid, client=client, warm_start=warm_start,
-                          max_iter=max_iter, checkpoint_every=checkpoint_every)
+                          max_iter=max_iter, checkpoint_every=checkpoint_every, validation=validation)
     return train_epochs(trainer, max_iter, max_recoveries, estimator, params)
 
 
@@ -104,7 +105,8 @@ class DSGDTrainer:
     """The DSGD state on a cluster; :meth:`train_epoch` completes one epoch."""
 
     def __init__(self, ratings: dd.DataFrame, objective: SGDObjective, *, seed: int, grid: int, client=None,
-                 warm_start: FittedModel | None = None, max_iter: int | None = None, checkpoint_every: int = 10):
+                 warm_start: FittedModel | None = None, max_iter: int | None = None, checkpoint_every: int = 10,
+                 validation: ValidationSpec | None = None):
         self.client = scheduler.resolve_client(client)
         self.objective, self.seed, self.max_iter = objective, seed, max_iter
         self.checkpoint_every = max(1, checkpoint_every)
@@ -120,6 +122,8 @@ class DSGDTrainer:
         self.placement = Placement(self.client)
         self._warm = warm_start
         self._build_grid()
+        self.validation_spec, self._best = validation, None
+        self.validation = None if validation is None else validation.build(self, ranking=False)
         self.checkpoint = {"epoch": 0, "users": None, "items": None, "history": [],
                            "step": objective.learning_rate, "loss": math.inf}
         self._restore_checkpoint()
@@ -205,7 +209,9 @@ class DSGDTrainer:
         now = time.perf_counter()
         record = {"epoch": number, "train_rmse": math.sqrt(loss / count), "learning_rate": self.step,
                   "seconds": now - self._last_done}
-        self._last_done = now
+        if self.validation is not None:
+            record.update(self.validation.score(self.users, self.items, self.global_mean))
+        self._last_done = time.perf_counter()
         if self.objective.schedule == "bold-driver":
             self.step *= GROW if loss < self.last_loss else SHRINK
         self.last_loss, self.epoch = loss, number
@@ -218,9 +224,15 @@ class DSGDTrainer:
                     record["train_rmse"], record["learning_rate"], record["seconds"])
         return record
 
-    def _save_checkpoint(self) -> None:
-        tables = self.placement.gather(self.users + self.items)
-        self.checkpoint = {"epoch": self.epoch, "users": join_tables(tables[: self.d]),
+    def keep_best(self) -> None:
+        """Keep the last completed epoch's tables as the best (validation)."""
+        self._best = (self.epoch, list(self.users), list(self.items))
+
+    def _save_checkpoint(self, tables_of: tuple | None = None) -> None:
+        """Copy the tables of the last epoch (or of ``tables_of = (epoch, users, items)``) to the client."""
+        epoch, users, items = tables_of or (self.epoch, self.users, self.items)
+        tables = self.placement.gather(users + items)
+        self.checkpoint = {"epoch": epoch, "users": join_tables(tables[: self.d]),
                            "items": join_tables(tables[self.d :]), "history": list(self.history),
                            "step": self.step, "loss": self.last_loss}
 
@@ -229,6 +241,9 @@ class DSGDTrainer:
         self.placement.refresh()
         self._seen_gathering = None
         self._build_grid()
+        self._best = None
+        if self.validation_spec is not None:
+            self.validation = self.validation_spec.build(self, ranking=False)
         self._restore_checkpoint()
 
     def close(self) -> None:
@@ -244,7 +259,10 @@ class DSGDTrainer:
         return self.placement.submit(parts)
 
     def result(self, estimator: str = "SGD", params: dict | None = None) -> FittedModel:
-        if self.checkpoint["epoch"] != self.epoch or self.checkpoint["users"] is None:
+        if self._best is not None and self._best[0] != self.epoch:
+            self._save_checkpoint(self._best)
+            self.history = mark_kept(self.history, self._best[0])
+        elif self.checkpoint["epoch"] != self.epoch or self.checkpoint["users"] is None:
             self._save_checkpoint()
         parts = None
         if self._seen_gathering is not None:

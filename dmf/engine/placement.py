@@ -62,16 +62,35 @@ def train_epochs(trainer, max_iter: int, max_recoveries: int, estimator: str, pa
     """Run ``trainer`` to ``max_iter`` epochs and return its fitted model; release what it
     holds on the cluster whether that succeeds or fails.
 
+    With a validation (``trainer.validation``, built from a ``ValidationSpec``), every epoch
+    record carries its validation score; the best epoch is kept (``trainer.keep_best()``) and,
+    with ``patience``, training stops after that many epochs without a better score and the
+    model holds the best epoch's factors (its history record says ``"kept": True``).
+
     A trainer has ``epoch``, ``train_epoch()``, ``checkpoint["epoch"]``, ``recover()`` (rebuild
     blocks, resume from the checkpoint), ``result(estimator, params)`` and ``close()``. When a
     worker dies and takes data with it, training resumes from the checkpoint, at most
     ``max_recoveries`` times; the result is the same as without the failure.
     """
     recoveries = 0
+    best, since_best = None, 0
+    patience = trainer.validation_spec.patience if trainer.validation_spec is not None else None
     try:
         while trainer.epoch < max_iter:
             try:
-                trainer.train_epoch()
+                record = trainer.train_epoch()
+                if trainer.validation is not None:
+                    name, higher = trainer.validation.metric
+                    score = record[name]
+                    if best is None or (score > best if higher else score < best):
+                        best, since_best = score, 0
+                        trainer.keep_best()
+                    else:
+                        since_best += 1
+                        if patience is not None and since_best >= patience:
+                            logger.info("early stop after epoch %d: %s has not improved for %d epochs (best %.5f)",
+                                        trainer.epoch, name, since_best, best)
+                            break
             except scheduler.WORKER_FAILURES as failure:
                 scheduler.check_scheduler(trainer.client, failure)
                 recoveries += 1

@@ -45,6 +45,7 @@ from dmf.engine.solve import (
     table_summary,
     warm_rows,
 )
+from dmf.engine.validation import ValidationSpec, mark_kept, mean_of
 from dmf.model.fitted import FittedModel, SeenItems
 from dmf.random import ITEM_FACTOR_STREAM, USER_FACTOR_STREAM
 
@@ -67,6 +68,7 @@ def fit_als(
     checkpoint_every: int = 10,
     estimator: str = "ALS",
     params: dict | None = None,
+    validation: ValidationSpec | None = None,
 ) -> FittedModel:
     """Factor ``ratings`` (canonical columns, validated) with blocked ALS.
 
@@ -81,7 +83,7 @@ def fit_als(
         logger.info("compiling dmf's kernels in each worker: the first fit of an installation spends a few seconds "
                     "more in epoch 1 (numba caches them on disk)")
     trainer = BlockedALSTrainer(ratings, objective, seed=seed, n_blocks=n_blocks, client=client, warm_start=warm_start,
-                                max_iter=max_iter, checkpoint_every=checkpoint_every)
+                                max_iter=max_iter, checkpoint_every=checkpoint_every, validation=validation)
     return train_epochs(trainer, max_iter, max_recoveries, estimator, params)
 
 
@@ -104,7 +106,7 @@ class BlockedALSTrainer:
 
     def __init__(self, ratings: dd.DataFrame, objective: Objective, *, seed: int, n_blocks: int | None,
                  client=None, warm_start: FittedModel | None = None, max_iter: int | None = None,
-                 checkpoint_every: int = 10):
+                 checkpoint_every: int = 10, validation: ValidationSpec | None = None):
         self.client = scheduler.resolve_client(client)
         self.objective = objective
         self.n_blocks = n_blocks or scheduler.total_threads(self.client)
@@ -125,6 +127,8 @@ class BlockedALSTrainer:
         self.item_layout = BlockLayout(len(self.item_ids), self.n_blocks)
         self.placement = Placement(self.client)
         self._build_blocks()
+        self.validation_spec, self._best = validation, None
+        self.validation = None if validation is None else validation.build(self, ranking=objective.implicit)
         # Conjugate gradient starts from the previous epoch's rows of the side it solves.
         self.keeps_users = objective.solver == "cg"
         self._warm = {side: warm_rows(ids, warm_start, side, objective.rank)
@@ -230,7 +234,10 @@ class BlockedALSTrainer:
         now = time.perf_counter()
         # epoch 1's seconds include building the blocks (submitted just before it)
         record = {"epoch": epoch.number, name: value, "seconds": now - self._last_done}
-        self._last_done = now
+        if self.validation is not None:
+            record.update(self.validation.score(epoch.users, epoch.items, mean_of(self.objective, self.global_mean),
+                                                self.user_blocks))
+        self._last_done = time.perf_counter()
         self.epoch = epoch.number
         self.history.append(record)
         self._done = epoch
@@ -264,11 +271,22 @@ class BlockedALSTrainer:
         self._pending.clear()
         self.placement.refresh()
         self._build_blocks()
+        self._best = None  # its tables may be gone with the worker
+        if self.validation_spec is not None:
+            self.validation = self.validation_spec.build(self, ranking=self.objective.implicit)
         self._restore_checkpoint()
 
+    def keep_best(self) -> None:
+        """Keep the last completed epoch's tables as the best (validation)."""
+        self._best = self._done
+
     def result(self, estimator: str = "ALS", params: dict | None = None) -> FittedModel:
-        """The fitted model of the last completed epoch, with the training interactions."""
-        if self.checkpoint["epoch"] != self.epoch or self.checkpoint["items"] is None:
+        """The fitted model of the last completed epoch (or of the best one, with a validation),
+        with the training interactions."""
+        if self._best is not None and self._best.number != self.epoch:
+            self._save_checkpoint(self._best)
+            self.history = mark_kept(self.history, self._best.number)
+        elif self.checkpoint["epoch"] != self.epoch or self.checkpoint["items"] is None:
             done = self._done if self.epoch else _Epoch(0, self._latest_users or self._initial_tables("users"),
                                                         self._latest_items, [])
             self._save_checkpoint(done)

@@ -10,6 +10,7 @@ import pandas as pd
 from dmf.columns import RATING
 from dmf.engine.solve import Objective
 from dmf.engine.trainer import fit_als
+from dmf.engine.validation import ValidationSpec
 from dmf.estimators.base import Estimator, estimator
 from dmf.model import params
 from dmf.model.fitted import FittedModel
@@ -22,10 +23,11 @@ class _BlockedALS(Estimator):
     def _objective(self) -> Objective:
         raise NotImplementedError
 
-    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None) -> FittedModel:
+    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None,
+             validation: ValidationSpec | None = None) -> FittedModel:
         return fit_als(self._prepare(ratings), self._objective(), max_iter=int(self.max_iter), seed=int(self.seed),
                        n_blocks=self.n_blocks, client=client, warm_start=warm_start,
-                       estimator=type(self).__name__, params=self.get_params())
+                       estimator=type(self).__name__, params=self.get_params(), validation=validation)
 
 
 @estimator

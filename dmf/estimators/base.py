@@ -21,6 +21,7 @@ from dmf import scheduler
 from dmf.columns import ITEM, USER
 from dmf.data.features import encode_features
 from dmf.data.ratings import read_ratings
+from dmf.engine.validation import ValidationSpec
 from dmf.errors import DmfWarning
 from dmf.estimators.serving import Serving
 from dmf.frames import as_dask_frame, require_columns
@@ -148,7 +149,8 @@ class Estimator(Serving):
     # -- training -----------------------------------------------------------------------------
     def fit(self, ratings: RatingsSource, *, client: Client | None = None, validate: bool = True,
             warm_start: Estimator | FittedModel | None = None, user_features: pd.DataFrame | None = None,
-            item_features: pd.DataFrame | None = None, verbose: bool = False) -> Self:
+            item_features: pd.DataFrame | None = None, verbose: bool = False, validation: RatingsSource | None = None,
+            patience: int | None = None) -> Self:
         """Fit on a ratings table; returns ``self``.
 
         Parameters
@@ -175,11 +177,36 @@ class Estimator(Serving):
         verbose
             Print dmf's log lines (one per epoch, with its metric and seconds) to stderr for
             this call, without configuring logging.
+        validation
+            Held-out ratings (what ``ratings`` may be) scored after every epoch on the
+            workers, from blocks built once (no further pass over the source): ``history_``
+            records ``validation_rmse`` and ``validation_mae`` (predictions as ``predict``
+            makes them), or for a model whose scores only rank items (``ImplicitALS``, after
+            its ``threshold``) ``validation_ndcg@10`` and ``validation_precision@10`` of each
+            validation user's top-10 among the items it did not train on. Pairs with ids the
+            training data lacks are left out (``validation_pairs``/``validation_users`` count
+            the rest). Not for ``SVD``, which has no epochs.
+        patience
+            With ``validation``: stop after this many epochs without a better validation
+            score; the model keeps the best epoch's factors (its ``history_`` record says
+            ``"kept": True``). None: run ``max_iter`` epochs and keep the last.
         """
         with _logging_to_stderr(verbose):
-            return self._fit_and_map(ratings, client, validate, warm_start, user_features, item_features)
+            return self._fit_and_map(ratings, client, validate, warm_start, user_features, item_features,
+                                     self._validation_spec(validation, patience, validate))
 
-    def _fit_and_map(self, ratings, client, validate, warm_start, user_features, item_features) -> Self:
+    def _validation_spec(self, validation, patience, validate: bool) -> ValidationSpec | None:
+        if patience is not None and (isinstance(patience, bool) or not isinstance(patience, int) or patience < 1):
+            raise ValueError(f"patience must be a positive integer or None, got {patience!r}")
+        if validation is None:
+            if patience is not None:
+                raise ValueError("patience needs validation=: early stopping watches the validation score")
+            return None
+        pairs = read_ratings(validation) if validate else as_dask_frame(validation, "validation")
+        return ValidationSpec(self._prepare(pairs), clip=bool(self.clip), patience=patience)
+
+    def _fit_and_map(self, ratings, client, validate, warm_start, user_features, item_features,
+                     validation: ValidationSpec | None = None) -> Self:
         self.check_params()
         for id_column, features in ((USER, user_features), (ITEM, item_features)):
             if features is not None:
@@ -196,7 +223,7 @@ class Estimator(Serving):
                 warnings.warn(message, DmfWarning, stacklevel=2)
                 warm_start = None
         client = scheduler.resolve_client(client)
-        model = self._fit(frame, client=client, warm_start=warm_start)
+        model = self._fit(frame, client=client, warm_start=warm_start, validation=validation)
         dropped = self._dropped_ratings(frame)
         if dropped is not None and model.seen is not None:  # rated, though not trained on: seen all the same
             model = model.replace(seen=model.seen.with_pairs(*pair_rows(model, dropped, client)))
@@ -207,7 +234,8 @@ class Estimator(Serving):
         self.model_ = model
         return self
 
-    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None) -> FittedModel:
+    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None,
+             validation: ValidationSpec | None = None) -> FittedModel:
         raise NotImplementedError
 
     def fitted_model(self) -> FittedModel:

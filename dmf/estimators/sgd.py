@@ -6,6 +6,7 @@ import dask.dataframe as dd
 
 from dmf.engine.dsgd import SGDObjective, fit_sgd
 from dmf.engine.solve import Objective
+from dmf.engine.validation import ValidationSpec
 from dmf.estimators.base import Estimator, estimator
 from dmf.model import params
 from dmf.model.fitted import FittedModel
@@ -57,13 +58,15 @@ class SGD(Estimator):
                        "clipped).")
     feature_reg: float = params.feature_reg()
 
-    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None) -> FittedModel:
+    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None,
+             validation: ValidationSpec | None = None) -> FittedModel:
         objective = SGDObjective(rank=int(self.rank), learning_rate=float(self.learning_rate), reg=float(self.reg),
                                  bias_reg=float(self.bias_reg), damping=float(self.damping),
                                  bias_damping=float(self.bias_damping), use_biases=bool(self.biases),
                                  init_std=float(self.init_std), schedule=self.schedule)
         return fit_sgd(ratings, objective, max_iter=int(self.max_iter), seed=int(self.seed), grid=int(self.grid),
-                       client=client, warm_start=warm_start, estimator="SGD", params=self.get_params())
+                       client=client, warm_start=warm_start, estimator="SGD", params=self.get_params(),
+                       validation=validation)
 
     def _objective(self) -> Objective:
         """Fold-in solves the loss SGD descends exactly (the ALS loss with these penalties)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dask.dataframe as dd
 
 from dmf.engine.svd import Projection, fit_svd
+from dmf.engine.validation import ValidationSpec
 from dmf.estimators.base import Estimator, estimator
 from dmf.model import params
 from dmf.model.fitted import FittedModel
@@ -47,7 +48,10 @@ class SVD(Estimator):
     clip: bool = param(False, "Clip predictions to the training ratings' range.")
     feature_reg: float = params.feature_reg()
 
-    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None) -> FittedModel:
+    def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None,
+             validation: ValidationSpec | None = None) -> FittedModel:
+        if validation is not None:
+            raise ValueError("SVD has no epochs to validate: evaluate the fitted model with dmf.ranking_metrics")
         return fit_svd(ratings, rank=int(self.rank), oversample=int(self.oversample), n_iter=int(self.n_iter),
                        center=bool(self.center), seed=int(self.seed), n_blocks=self.n_blocks, client=client,
                        estimator="SVD", params=self.get_params())
