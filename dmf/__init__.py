@@ -11,6 +11,7 @@ The package follows the pipeline, each stage one subpackage; dependencies point 
 - :mod:`dmf.pipeline` — command-line plumbing and the nightly run (never imported by the rest).
 """
 
+from dmf import model_selection
 from dmf._version import __version__
 from dmf.data.ratings import read_ratings
 from dmf.estimators import ALS, SGD, SVD, Estimator, ImplicitALS, load
@@ -20,5 +21,5 @@ from dmf.stages.ranking import ranking_metrics
 
 __all__ = [
     "ALS", "SGD", "SVD", "Estimator", "FittedModel", "ImplicitALS", "Metric", "error_totals", "load", "mae", "ranking_metrics",
-    "read_ratings", "rmse", "__version__",
+    "model_selection", "read_ratings", "rmse", "__version__",
 ]

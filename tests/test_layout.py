@@ -18,6 +18,7 @@ LAYERS = [
     {"dmf.engine"},
     {"dmf.stages"},
     {"dmf.estimators"},
+    {"dmf.model_selection"},
     {"dmf"},  # the package's __init__: the public names
     {"dmf.pipeline"},
 ]

@@ -5,6 +5,8 @@
   the seed and the pair only, for integer and string ids alike;
 - :func:`temporal_split`: each user's latest ``test_count`` ratings (or latest fraction)
   by timestamp, ties broken by item id; rows are shuffled by user so each user is whole;
+- :func:`fold_splits`: k disjoint folds of the pairs (GroupLens' u1..u5 style): fold ``f``'s
+  test set is the pairs whose counter-based uniform falls in ``[f/k, (f+1)/k)``;
 
 The ``mark_*`` functions add a boolean ``is_test`` column instead of splitting, so that a
 writer can produce train and test in one pass.
@@ -120,3 +122,23 @@ def temporal_split(ratings: dd.DataFrame, *, test_count: int | None = None, test
     """(train, test) by :func:`mark_temporal`."""
     return split_marked(mark_temporal(ratings, test_count=test_count, test_fraction=test_fraction,
                                       min_train=min_train))
+
+
+def mark_fold(ratings: dd.DataFrame, k: int, seed: int) -> dd.DataFrame:
+    """``ratings`` with an int column ``fold`` in ``0 .. k-1``, a function of (seed, user, item)."""
+    if isinstance(k, bool) or not isinstance(k, int) or k < 2:
+        raise ValueError(f"k must be an integer >= 2, got {k!r}")
+    meta = ratings._meta.assign(fold=pd.Series([], dtype=np.int64))
+    return ratings.map_partitions(_mark_fold_partition, k, int(seed), meta=meta)
+
+
+def _mark_fold_partition(part: pd.DataFrame, k: int, seed: int) -> pd.DataFrame:
+    uniform = counter_uniform(seed, SPLIT_STREAM, id_hashes(part[USER]), id_hashes(part[ITEM]))
+    return part.assign(fold=np.minimum((uniform * k).astype(np.int64), k - 1))
+
+
+def fold_splits(ratings: dd.DataFrame, k: int, seed: int) -> list[tuple[dd.DataFrame, dd.DataFrame]]:
+    """k (train, test) pairs whose test sets partition the ratings (see :func:`mark_fold`)."""
+    marked = mark_fold(ratings, k, seed)
+    return [(marked[marked["fold"] != f].drop(columns="fold"), marked[marked["fold"] == f].drop(columns="fold"))
+            for f in range(k)]

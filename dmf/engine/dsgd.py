@@ -123,6 +123,8 @@ class DSGDTrainer:
         self._warm = warm_start
         self._build_grid()
         self.validation_spec, self._best = validation, None
+        if validation is not None and validation.ranking:
+            raise ValueError("SGD validates by rating error (validation_rmse), not by ranking")
         self.validation = None if validation is None else validation.build(self, ranking=False)
         self.checkpoint = {"epoch": 0, "users": None, "items": None, "history": [],
                            "step": objective.learning_rate, "loss": math.inf}

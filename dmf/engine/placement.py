@@ -63,9 +63,9 @@ def train_epochs(trainer, max_iter: int, max_recoveries: int, estimator: str, pa
     holds on the cluster whether that succeeds or fails.
 
     With a validation (``trainer.validation``, built from a ``ValidationSpec``), every epoch
-    record carries its validation score; the best epoch is kept (``trainer.keep_best()``) and,
-    with ``patience``, training stops after that many epochs without a better score and the
-    model holds the best epoch's factors (its history record says ``"kept": True``).
+    record carries its validation score; with ``patience``, the best epoch is kept
+    (``trainer.keep_best()``), training stops after that many epochs without a better score
+    and the model holds the best epoch's factors (its history record says ``"kept": True``).
 
     A trainer has ``epoch``, ``train_epoch()``, ``checkpoint["epoch"]``, ``recover()`` (rebuild
     blocks, resume from the checkpoint), ``result(estimator, params)`` and ``close()``. When a
@@ -79,7 +79,7 @@ def train_epochs(trainer, max_iter: int, max_recoveries: int, estimator: str, pa
         while trainer.epoch < max_iter:
             try:
                 record = trainer.train_epoch()
-                if trainer.validation is not None:
+                if trainer.validation is not None and patience is not None:
                     name, higher = trainer.validation.metric
                     score = record[name]
                     if best is None or (score > best if higher else score < best):

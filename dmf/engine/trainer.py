@@ -28,12 +28,10 @@ import dask.dataframe as dd
 import numpy as np
 
 from dmf import scheduler
-from dmf.data.ids import IdVocabulary
-from dmf.engine.blocks import build_rating_blocks, seen_pattern
+from dmf.engine.blocks import seen_pattern
 from dmf.engine.kernels import kernels_compiled
-from dmf.engine.layout import BlockLayout
 from dmf.engine.placement import BACKGROUND, Placement, train_epochs
-from dmf.engine.ratings_pass import ids_and_stats
+from dmf.engine.prepared import PreparedRatings, prepare_ratings
 from dmf.engine.solve import (
     Objective,
     add_summaries,
@@ -104,7 +102,8 @@ class BlockedALSTrainer:
     ``max_iter`` bounds how far ahead epochs are submitted.
     """
 
-    def __init__(self, ratings: dd.DataFrame, objective: Objective, *, seed: int, n_blocks: int | None,
+    def __init__(self, ratings: dd.DataFrame | PreparedRatings, objective: Objective, *, seed: int,
+                 n_blocks: int | None,
                  client=None, warm_start: FittedModel | None = None, max_iter: int | None = None,
                  checkpoint_every: int = 10, validation: ValidationSpec | None = None):
         self.client = scheduler.resolve_client(client)
@@ -112,21 +111,10 @@ class BlockedALSTrainer:
         self.n_blocks = n_blocks or scheduler.total_threads(self.client)
         self.max_iter = max_iter
         self.checkpoint_every = max(1, checkpoint_every)
-        self.ratings = ratings
-        # one pass over the ratings for the vocabularies and the rating statistics
-        ((user_unique, item_unique, (total, count, low, high)),) = scheduler.compute([ids_and_stats(ratings)], self.client)
-        self.user_ids = IdVocabulary(user_unique)
-        self.item_ids = IdVocabulary(item_unique)
-        self.n_ratings = count
-        if count == 0:
-            raise ValueError("no ratings to train on: the ratings table is empty (after any threshold)")
-        self.global_mean = total / count
-        self.rating_range = (low, high)
         self.seed = seed
-        self.user_layout = BlockLayout(len(self.user_ids), self.n_blocks)
-        self.item_layout = BlockLayout(len(self.item_ids), self.n_blocks)
         self.placement = Placement(self.client)
-        self._build_blocks()
+        self._use(ratings if isinstance(ratings, PreparedRatings) else
+                  prepare_ratings(ratings, n_blocks, self.client, self.placement))
         self.validation_spec, self._best = validation, None
         self.validation = None if validation is None else validation.build(self, ranking=objective.implicit)
         # Conjugate gradient starts from the previous epoch's rows of the side it solves.
@@ -138,20 +126,14 @@ class BlockedALSTrainer:
         self._seen_gathering: concurrent.futures.Future | None = None
         self._restore_checkpoint()
 
-    def _build_blocks(self) -> None:
-        """Submit the partition of the ratings into user and item blocks, kept on the workers
-        (block ``b`` of either side on the worker of slot ``b``, see :class:`Placement`). Not
-        waited for: the first epoch is submitted behind it."""
-        user_blocks, item_blocks = build_rating_blocks(
-            self.ratings, scheduler.broadcast(self.user_ids, self.client), scheduler.broadcast(self.item_ids, self.client),
-            self.user_layout, self.item_layout, placement=self.placement.on_worker,
-        )
-        blocks = self.placement.submit(user_blocks + item_blocks)
-        self.user_blocks, self.item_blocks = blocks[: len(user_blocks)], blocks[len(user_blocks) :]
-        logger.info(
-            "blocking %d ratings of %d users x %d items into %d user and %d item blocks",
-            self.n_ratings, len(self.user_ids), len(self.item_ids), len(self.user_blocks), len(self.item_blocks),
-        )
+    def _use(self, prepared: PreparedRatings) -> None:
+        """Train on ``prepared`` ratings (its blocks: block ``b`` of either side on the worker of
+        slot ``b``, see :class:`Placement`; submitted, the first epoch is submitted behind them)."""
+        self.prepared = prepared
+        self.user_ids, self.item_ids = prepared.user_ids, prepared.item_ids
+        self.n_ratings, self.global_mean, self.rating_range = prepared.n_ratings, prepared.global_mean, prepared.rating_range
+        self.user_layout, self.item_layout = prepared.user_layout, prepared.item_layout
+        self.user_blocks, self.item_blocks = list(prepared.user_blocks), list(prepared.item_blocks)
 
     def _initial_tables(self, side: str) -> list:
         """Submitted initial tables of ``side``, one per block, each computed where its block lives."""
@@ -241,7 +223,7 @@ class BlockedALSTrainer:
         self.epoch = epoch.number
         self.history.append(record)
         self._done = epoch
-        if self._seen_gathering is None and self.client is not None:
+        if self._seen_gathering is None and self.client is not None and "seen" not in self.prepared.cache:
             self._seen_gathering = BACKGROUND.submit(self.client.gather, self._seen_parts())
         if self.epoch % self.checkpoint_every == 0 or self.epoch == self.max_iter:
             self._save_checkpoint(epoch)
@@ -270,7 +252,7 @@ class BlockedALSTrainer:
         """Rebuild lost state after a worker failure: blocks from the source, factors from the checkpoint."""
         self._pending.clear()
         self.placement.refresh()
-        self._build_blocks()
+        self._use(self.prepared.rebuild(self.placement))
         self._best = None  # its tables may be gone with the worker
         if self.validation_spec is not None:
             self.validation = self.validation_spec.build(self, ranking=self.objective.implicit)
@@ -307,6 +289,8 @@ class BlockedALSTrainer:
     def _seen(self) -> SeenItems:
         """The user blocks' (row, item) pattern gathered into one CSR over all users: from the
         gather started after epoch 1, or now (no cluster, no epoch, or that gather failed)."""
+        if "seen" in self.prepared.cache:  # another fit on the same blocks gathered them
+            return self.prepared.cache["seen"]
         parts = None
         if self._seen_gathering is not None:
             try:
@@ -316,7 +300,8 @@ class BlockedALSTrainer:
         if parts is None:
             parts = self._seen_parts()
             parts = self.client.gather(parts) if self.client is not None else parts
-        return SeenItems.concatenate(parts)
+        seen = self.prepared.cache["seen"] = SeenItems.concatenate(parts)
+        return seen
 
 
 def _covering(tables: list | None, block: int):

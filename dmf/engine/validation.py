@@ -37,12 +37,24 @@ class ValidationSpec:
     clip: bool = False
     patience: int | None = None
     k: int = 10
+    #: Score by ranking (NDCG@k, precision@k) rather than by rating error; None: by ranking
+    #: exactly when the model's scores only rank (implicit feedback).
+    ranking: bool | None = None
 
     def build(self, trainer, ranking: bool) -> Validation:
-        """The blocked validation of a trainer (its vocabularies, user layout and placement)."""
-        return Validation(self.pairs, trainer.user_ids, trainer.item_ids, trainer.user_layout, trainer.placement,
-                          trainer.client, ranking=ranking, k=self.k,
-                          clip_range=trainer.rating_range if self.clip else None)
+        ranking = ranking if self.ranking is None else self.ranking
+        """The blocked validation of a trainer (its vocabularies, user layout and placement),
+        shared by the fits on the same prepared ratings (a search fold)."""
+        prepared = getattr(trainer, "prepared", None)
+        key = ("validation", self.pairs._name, ranking, self.k, self.clip)
+        if prepared is not None and key in prepared.cache:
+            return prepared.cache[key]
+        built = Validation(self.pairs, trainer.user_ids, trainer.item_ids, trainer.user_layout, trainer.placement,
+                           trainer.client, ranking=ranking, k=self.k,
+                           clip_range=trainer.rating_range if self.clip else None)
+        if prepared is not None:
+            prepared.cache[key] = built
+        return built
 
 
 @dataclass(frozen=True)

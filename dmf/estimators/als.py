@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dmf.columns import RATING
+from dmf.engine.prepared import PreparedRatings
 from dmf.engine.solve import Objective
 from dmf.engine.trainer import fit_als
 from dmf.engine.validation import ValidationSpec
@@ -25,7 +26,8 @@ class _BlockedALS(Estimator):
 
     def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None,
              validation: ValidationSpec | None = None) -> FittedModel:
-        return fit_als(self._prepare(ratings), self._objective(), max_iter=int(self.max_iter), seed=int(self.seed),
+        ratings = ratings if isinstance(ratings, PreparedRatings) else self._prepare(ratings)
+        return fit_als(ratings, self._objective(), max_iter=int(self.max_iter), seed=int(self.seed),
                        n_blocks=self.n_blocks, client=client, warm_start=warm_start,
                        estimator=type(self).__name__, params=self.get_params(), validation=validation)
 
