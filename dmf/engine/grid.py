@@ -83,9 +83,9 @@ def seen_of_user_block(cells: list[GridCell], n_rows: int, item_starts: list[int
 
 
 def block_counts(cells: list[GridCell], side: str, n_rows: int) -> np.ndarray:
-    """Ratings per row (float64) of one user block (``side="users"``, the cells of its row of the
+    """Ratings per row (float32, as the SGD kernel reads them) of one user block (``side="users"``, the cells of its row of the
     grid) or item block (``"items"``, the cells of its column)."""
-    counts = np.zeros(n_rows, dtype=np.float64)
+    counts = np.zeros(n_rows, dtype=np.int64)
     for cell in cells:
         counts += np.bincount(cell.users if side == "users" else cell.items, minlength=n_rows)
-    return counts
+    return counts.astype(np.float32)
