@@ -24,8 +24,12 @@ def main(argv=None) -> int:
     parser.add_argument("--rating-column", default="rating", help="rating column in the ratings")
     parser.add_argument("--duplicates", choices=["error", "latest", "mean"], default="error",
                         help="repeated (user, item) pairs")
+    parser.add_argument("--validation", type=Path, help="Parquet ratings scored after every epoch (validation curve "
+                        "in the summary and report)")
+    parser.add_argument("--patience", type=int, help="with --validation: stop after this many epochs without a better "
+                        "validation score and keep the best epoch")
     estimator_class = cli.add_estimator_options(parser, argv)
-    args = cli.parse_args(parser, argv, existing=("ratings", "warm_start"))
+    args = cli.parse_args(parser, argv, existing=("ratings", "warm_start", "validation"))
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
     timer = cli.Timer()
@@ -38,8 +42,9 @@ def main(argv=None) -> int:
             raise ValueError(f"--warm-start {args.warm_start} holds a {type(warm_start).__name__} model; this run "
                              f"trains {estimator_class.__name__}: warm-start from a model of the same kind")
         with timer("fit"):
-            model = estimator_class(**cli.spec_values(args, estimator_class)).fit(ratings, client=client, validate=False,
-                                                                               warm_start=warm_start)
+            model = estimator_class(**cli.spec_values(args, estimator_class)).fit(
+                ratings, client=client, validate=False, warm_start=warm_start, validation=args.validation,
+                patience=args.patience)
         model.save(args.output, overwrite=args.overwrite)
     summary = cli.summary(args, rows={"ratings": model.n_ratings_, "users": len(model.user_ids_),
                                       "items": len(model.item_ids_)}, history=model.history_, seconds=timer.seconds)

@@ -202,7 +202,8 @@ class Estimator(Serving):
             if patience is not None:
                 raise ValueError("patience needs validation=: early stopping watches the validation score")
             return None
-        pairs = read_ratings(validation) if validate else as_dask_frame(validation, "validation")
+        frame = isinstance(validation, (pd.DataFrame, dd.DataFrame))
+        pairs = as_dask_frame(validation, "validation") if frame and not validate else read_ratings(validation)
         return ValidationSpec(self._prepare(pairs), clip=bool(self.clip), patience=patience)
 
     def _fit_and_map(self, ratings, client, validate, warm_start, user_features, item_features,

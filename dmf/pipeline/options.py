@@ -178,7 +178,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
     missing = [action.option_strings[0] for action in required if getattr(args, action.dest) is None]
     if missing:
         parser.error(f"the following arguments are required (on the command line or in --config): {', '.join(missing)}")
-    for key in ("snapshot", "home", "ratings", "output", "model", "test", "exclude", "users", "warm_start", "predictions"):
+    for key in ("snapshot", "home", "ratings", "output", "model", "test", "exclude", "users", "warm_start", "predictions",
+                "validation", "space"):
         if isinstance(getattr(args, key, None), str):
             setattr(args, key, Path(getattr(args, key)))
     for key in existing:

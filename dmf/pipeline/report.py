@@ -68,6 +68,8 @@ def write_report(path: Path, title: str, summary: dict) -> Path:
              f"finished: {html.escape(str(summary.get('finished_at', '')))}</p>"]
     if metric:
         parts.append(line_chart(f"{metric} per epoch", [record.get(metric) for record in history]))
+        for name in (key for key in history[0] if key.startswith("validation_") and not key.endswith(("_pairs", "_users"))):
+            parts.append(line_chart(f"{name} per epoch (validation curve)", [record.get(name) for record in history]))
         parts.append(line_chart("seconds per epoch (epoch 1 includes building the blocks)",
                                 [record.get("seconds") for record in history]))
     parts.append(bar_chart("seconds per stage", summary.get("seconds") or {}))
