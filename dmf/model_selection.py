@@ -233,7 +233,8 @@ def _search_fold(estimator, settings, fold, train, test, metric, k, patience, re
         model = type(estimator)(**{**estimator.get_params(), **setting})
         begun = time.perf_counter()
         if isinstance(model, SHARES_BLOCKS):
-            spec = ValidationSpec(model._prepare(test), clip=bool(model.clip), patience=patience, k=k, ranking=ranking)
+            spec = ValidationSpec(model._prepare(test), clip=bool(model.clip), patience=patience, k=k, ranking=ranking,
+                                  every_epoch=False)  # only the score counts, unless early stopping watches it
             fitted = model._fit(prepared[(repr(model._ratings_transform()), model.n_blocks)], client=client,
                                 warm_start=None, validation=spec)
             record = _scored_record(fitted.history)

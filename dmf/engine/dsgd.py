@@ -211,7 +211,7 @@ class DSGDTrainer:
         now = time.perf_counter()
         record = {"epoch": number, "train_rmse": math.sqrt(loss / count), "learning_rate": self.step,
                   "seconds": now - self._last_done}
-        if self.validation is not None:
+        if self.validation is not None and self.validation_spec.wanted(number, self.max_iter):
             record.update(self.validation.score(self.users, self.items, self.global_mean))
         self._last_done = time.perf_counter()
         if self.objective.schedule == "bold-driver":

@@ -216,7 +216,7 @@ class BlockedALSTrainer:
         now = time.perf_counter()
         # epoch 1's seconds include building the blocks (submitted just before it)
         record = {"epoch": epoch.number, name: value, "seconds": now - self._last_done}
-        if self.validation is not None:
+        if self.validation is not None and self.validation_spec.wanted(epoch.number, self.max_iter):
             record.update(self.validation.score(epoch.users, epoch.items, mean_of(self.objective, self.global_mean),
                                                 self.user_blocks))
         self._last_done = time.perf_counter()

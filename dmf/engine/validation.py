@@ -40,6 +40,12 @@ class ValidationSpec:
     #: Score by ranking (NDCG@k, precision@k) rather than by rating error; None: by ranking
     #: exactly when the model's scores only rank (implicit feedback).
     ranking: bool | None = None
+    #: Score every epoch (a validation curve), or only the last (a search without early stopping).
+    every_epoch: bool = True
+
+    def wanted(self, epoch: int, max_iter: int | None) -> bool:
+        """Whether epoch ``epoch`` is scored."""
+        return self.every_epoch or self.patience is not None or epoch == max_iter
 
     def build(self, trainer, ranking: bool) -> Validation:
         ranking = ranking if self.ranking is None else self.ranking
