@@ -111,7 +111,8 @@ def _random_time(part: pd.DataFrame, seed: int) -> pd.DataFrame:
 class SearchResult:
     """What a search found.
 
-    ``table``: one row per (setting, fold): the parameters searched, ``fold``, the validation
+    ``table``: one row per (setting, fold): ``setting`` (its index in ``settings``), the
+    parameters searched, ``fold``, the validation
     metrics, ``epochs`` run, ``best_epoch`` (the epoch whose factors the model kept) and
     ``seconds``. ``summary``: one row per setting, the mean and standard deviation of
     ``metric`` over folds (best first). ``best_params``: the best setting (the searched
@@ -170,12 +171,15 @@ def grid_search(estimator: Estimator, grid: dict[str, list], ratings, *, splits=
         rows.extend(_search_fold(estimator, settings, fold, train, test, metric, k, patience, relevance_threshold,
                                  parallelism, client))
     table = pd.DataFrame(rows)
-    names = list(settings[0])
     column = f"validation_{metric}"
-    summary = (table.groupby(names, dropna=False, sort=False)
+    summary = (table.groupby("setting", sort=True)
                .agg(mean=(column, "mean"), std=(column, "std"), folds=("fold", "count"), seconds=("seconds", "mean"))
-               .reset_index().sort_values("mean", ascending=not higher, kind="stable").reset_index(drop=True))
-    best_params = {name: _plain(summary.loc[0, name]) for name in names}
+               .reset_index())
+    summary = pd.concat([pd.DataFrame(settings).loc[summary["setting"]].reset_index(drop=True), summary], axis=1)
+    summary = summary.sort_values("mean", ascending=not higher, kind="stable", na_position="last").reset_index(drop=True)
+    if summary["mean"].isna().all():
+        raise ValueError(f"no setting could be scored by {metric} (every fold's score is NaN)")
+    best_params = dict(settings[int(summary.loc[0, "setting"])])
     best = None
     if refit:
         best = type(estimator)(**{**estimator.get_params(), **best_params}).fit(frame, validate=False, client=client)
@@ -195,6 +199,8 @@ def _settings(estimator: Estimator, grid: dict[str, list], n_iter: int | None, s
             raise ValueError(f"grid[{name!r}] must be a non-empty list of values, got {values!r}")
     settings = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     if n_iter is not None:
+        if isinstance(n_iter, bool) or not isinstance(n_iter, int) or n_iter < 1:
+            raise ValueError(f"n_iter must be a positive integer, got {n_iter!r}")
         chosen = np.random.default_rng(seed).choice(len(settings), size=min(n_iter, len(settings)), replace=False)
         settings = [settings[i] for i in sorted(chosen)]
     for setting in settings:  # every setting is valid before anything runs
@@ -229,12 +235,14 @@ def _search_fold(estimator, settings, fold, train, test, metric, k, patience, re
     if ranking and relevance_threshold is not None:
         test = test[test[RATING] >= relevance_threshold]
 
-    def run(setting: dict) -> dict:
+    def run(index: int) -> dict:
+        setting = settings[index]
         model = type(estimator)(**{**estimator.get_params(), **setting})
         begun = time.perf_counter()
         if isinstance(model, SHARES_BLOCKS):
-            spec = ValidationSpec(model._prepare(test), clip=bool(model.clip), patience=patience, k=k, ranking=ranking,
-                                  every_epoch=False)  # only the score counts, unless early stopping watches it
+            # ranking: every setting is scored on the same relevant pairs (not those its own threshold keeps)
+            spec = ValidationSpec(test if ranking else model._prepare(test), clip=bool(model.clip), patience=patience,
+                                  k=k, ranking=ranking, every_epoch=False, watch=metric)
             fitted = model._fit(prepared[(repr(model._ratings_transform()), model.n_blocks)], client=client,
                                 warm_start=None, validation=spec)
             record = _scored_record(fitted.history)
@@ -245,14 +253,14 @@ def _search_fold(estimator, settings, fold, train, test, metric, k, patience, re
             model.fit(train, validate=False, client=client)
             record = {"epoch": len(model.history_), **_evaluate(model, test, metric, k, client)}
         history = fitted.history if isinstance(model, SHARES_BLOCKS) else model.history_
-        row = {**setting, "fold": fold, **{key: value for key, value in record.items() if key.startswith("validation_")},
+        row = {"setting": index, **setting, "fold": fold, **{key: value for key, value in record.items() if key.startswith("validation_")},
                "epochs": len(history), "best_epoch": record["epoch"], "seconds": time.perf_counter() - begun}
         logger.info("fold %d %s: %s=%.5f (%.1f s)", fold, setting, metric, row.get(f"validation_{metric}", math.nan),
                     row["seconds"])
         return row
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="dmf-search") as pool:
-        return list(pool.map(run, settings))
+        return list(pool.map(run, range(len(settings))))
 
 
 def _scored_record(history: list[dict]) -> dict:
@@ -262,20 +270,12 @@ def _scored_record(history: list[dict]) -> dict:
 
 
 def _evaluate(model: Estimator, test: dd.DataFrame, metric: str, k: int, client) -> dict:
-    """Validation metrics of a fitted model from the stages (for estimators without epochs)."""
+    """Validation metrics of a fitted model from the stages (for estimators without epochs), on
+    the pairs whose user and item the model knows, as the per-epoch validation counts them."""
+    users, items = model.user_ids_, model.item_ids_
+    test = test[test["user"].isin(list(users)) & test["item"].isin(list(items))]
     if metric in ("rmse", "mae"):
         totals = error_totals(model, test, client=client)
         return {"validation_rmse": totals["rmse"], "validation_mae": totals["mae"]}
     found = ranking_metrics(model.recommend(k, client=client), test, k=k, precision_denominator="min", client=client)
     return {f"validation_ndcg@{k}": found["ndcg@k"], f"validation_precision@{k}": found["precision@k"]}
-
-
-def _plain(value):
-    """A NumPy scalar from a pandas table as the Python value a parameter expects."""
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, np.floating):
-        return float(value)
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value

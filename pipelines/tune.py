@@ -1,7 +1,8 @@
 """Tune: search an estimator's parameters on the cluster (dmf.model_selection) and write the
 results and the best setting as a config file that train.py and nightly.py accept.
 
-The search space is a TOML file (--space) with a [grid] table of parameter lists, e.g.
+The search space is a TOML file (--space) with a [grid] table of parameter lists ("none" for
+None), e.g.
 
     [grid]
     rank = [16, 32, 64]
@@ -80,6 +81,8 @@ def _grid(path: Path, estimator_class: type) -> dict:
     grid = space.get("grid")
     if not isinstance(grid, dict) or not grid:
         raise ValueError(f"{path} needs a [grid] table of parameter lists, e.g. rank = [16, 32]")
+    grid = {name: [None if isinstance(v, str) and v.lower() == "none" else v for v in values]
+            if isinstance(values, list) else values for name, values in grid.items()}
     known = {spec.name for spec in param_specs(estimator_class)}
     unknown = sorted(set(grid) - known)
     if unknown:

@@ -174,6 +174,41 @@ def test_a_lost_scheduler_stops_the_fit_at_once_and_says_so(caplog):
     assert "rebuilding blocks" not in caplog.text
 
 
+def test_a_worker_lost_during_early_stopping_keeps_the_same_best_epoch():
+    """The best epoch's factors are on the client, so a lost worker changes nothing: the fit
+    stops where it would have and keeps the same epoch, bit for bit."""
+    ratings = random_ratings(80, 60, 0.4, seed=4, rank=2, noise=0.8)
+    train, test = ratings.sample(frac=0.8, random_state=0), None
+    test = ratings.drop(train.index)
+    params = {"rank": 12, "reg": 0.001, "damping": 0.0, "bias_damping": 0.0, "max_iter": 30, "n_blocks": 2,
+              "solver": "cholesky"}
+    with SubprocessCluster(n_workers=3) as cluster, Client(cluster.address, timeout="5s") as client:
+        calm = dmf.ALS(**params).fit(train, validation=test, patience=3, client=client)
+        kept = [record["epoch"] for record in calm.history_ if record.get("kept")]
+        assert kept and len(calm.history_) == kept[0] + 3 < 30
+
+        class KillAtEpoch(logging.Handler):
+            killed = False
+
+            def emit(self, record):
+                if not self.killed and record.getMessage().startswith(f"epoch {kept[0] + 2} "):
+                    self.killed = True
+                    cluster.kill_worker(0)
+                    time.sleep(1.5)
+
+        killer = KillAtEpoch()
+        logging.getLogger("dmf").addHandler(killer)
+        try:
+            stormy = dmf.ALS(**params).fit(train, validation=test, patience=3, client=client)
+        finally:
+            logging.getLogger("dmf").removeHandler(killer)
+    assert killer.killed
+    assert [r["epoch"] for r in stormy.history_ if r.get("kept")] == kept
+    assert len(stormy.history_) == len(calm.history_)
+    np.testing.assert_array_equal(stormy.user_factors_, calm.user_factors_)
+    np.testing.assert_array_equal(stormy.item_biases_, calm.item_biases_)
+
+
 # -- 9. schema drift in a growing snapshot -----------------------------------------------------
 def test_a_snapshot_file_with_another_schema_is_named(tmp_path):
     snapshot = tmp_path / "snapshot"

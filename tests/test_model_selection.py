@@ -74,3 +74,25 @@ def test_search_mistakes_are_named(client, ratings):
         grid_search(dmf.ImplicitALS(), {"rank": [2]}, ratings, metric="rmse")
     with pytest.raises(ValueError, match="rank must be"):
         grid_search(dmf.ALS(), {"rank": [0]}, ratings)
+
+
+def test_review_findings_stay_fixed(client, ratings):
+    """Ranking scores of explicit models include their biases; None is a searchable value;
+    an unusable validation set is an error, not a NaN score; n_iter must be positive."""
+    search = grid_search(dmf.ALS(max_iter=2, rank=3, n_blocks=2), {"reg": [0.05]}, ratings, splits=Holdout(0.3, seed=1),
+                         metric="ndcg@10", refit=False)
+    (train, test), = Holdout(0.3, seed=1).split(dmf.read_ratings(ratings))
+    train, test = train.compute(), test.compute()
+    alone = dmf.ALS(max_iter=2, rank=3, n_blocks=2, reg=0.05).fit(train)
+    known = test[test["user"].isin(train["user"]) & test["item"].isin(train["item"])]
+    served = dmf.ranking_metrics(alone.recommend(10), known, k=10, precision_denominator="min")
+    assert search.table["validation_ndcg@10"].item() == pytest.approx(served["ndcg@k"], rel=1e-9)
+    nones = grid_search(dmf.ALS(max_iter=1, rank=2), {"n_blocks": [None, 2]}, ratings, splits=Holdout(0.3))
+    assert nones.best_params["n_blocks"] in (None, 2) and nones.best_estimator is not None
+    strangers = test.assign(user=test["user"] + 10**6)
+    with pytest.raises(ValueError, match="validation set has no pairs to score"):
+        dmf.ALS(max_iter=2, rank=2).fit(train, validation=strangers, patience=1)
+    with pytest.raises(ValueError, match="n_iter must be a positive integer"):
+        random_search(dmf.ALS(), {"rank": [2]}, ratings, n_iter=0)
+    with pytest.raises(ValueError, match="reg and damping are both 0"):
+        dmf.SGD(reg=0.0, damping=0.0)

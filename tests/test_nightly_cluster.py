@@ -261,3 +261,35 @@ def test_incremental_update_folds_in_new_users_and_survives_a_kill_while_publish
         assert update.returncode == 0 and "published v3" in stdout, stderr
         assert not [p.name for p in (home / "models").iterdir() if p.name.startswith(".")]
     print(f"\nupdate of 30 new users: {seconds:.1f} s including interpreter start and cluster connection")
+
+
+@pytest.mark.slow
+def test_tune_on_real_processes_writes_a_config_the_nightly_accepts(tmp_path):
+    ratings = random_ratings(80, 50, 0.25, seed=43)
+    snapshot = snapshot_with(tmp_path / "snapshot", ratings, "part-0.parquet")
+    space = tmp_path / "space.toml"
+    space.write_text("[grid]\nrank = [2, 4]\nreg = [0.05, 0.2]\n")
+    with SubprocessCluster(n_workers=2) as cluster:
+        tuned = subprocess.run([sys.executable, str(REPO_ROOT / "pipelines" / "tune.py"), *cluster.client_args(),
+                                "--ratings", str(snapshot), "--space", str(space), "--output", str(tmp_path / "tuned"),
+                                "--folds", "2", "--max-iter", "2"], capture_output=True, text=True, timeout=300)
+        assert tuned.returncode == 0, tuned.stderr
+        assert "best of 4 settings by rmse" in tuned.stdout
+        results = pd.read_parquet(tmp_path / "tuned" / "results.parquet")
+        assert len(results) == 8 and {"rank", "reg", "fold", "validation_rmse", "seconds"} <= set(results.columns)
+        best = (tmp_path / "tuned" / "best.toml").read_text()
+        assert 'estimator = "als"' in best and "max_iter = 2" in best
+        nightly = subprocess.run([sys.executable, str(NIGHTLY), *cluster.client_args(), "--config",
+                                  str(tmp_path / "tuned" / "best.toml"), "--snapshot", str(snapshot), "--home",
+                                  str(tmp_path / "home")], capture_output=True, text=True, timeout=300)
+        assert nightly.returncode == 0, nightly.stderr
+    published = dmf.load(tmp_path / "home" / "models" / "current" / "model")
+    summary = pd.read_csv(tmp_path / "tuned" / "summary.csv")
+    assert (published.rank, published.reg) == (summary.loc[0, "rank"], summary.loc[0, "reg"])
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[grid]\nrnak = [2]\n")
+    refused = subprocess.run([sys.executable, str(REPO_ROOT / "pipelines" / "tune.py"), "--ratings", str(snapshot),
+                              "--space", str(bad), "--output", str(tmp_path / "never")], capture_output=True, text=True,
+                             timeout=120)
+    assert refused.returncode != 0 and "ALS has no parameter rnak" in refused.stderr
+    assert not (tmp_path / "never").exists()

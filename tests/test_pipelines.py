@@ -231,31 +231,6 @@ def test_report_charts_scale_the_summary_numbers(tmp_path):
     assert 'width="340.0"' in page and 'width="170.0"' in page  # bars in proportion: 3.0 s and 1.5 s
 
 
-def test_tune_writes_a_config_the_nightly_accepts(cluster, ratings_dir, tmp_path):
-    scheduler = cluster.scheduler_address
-    space = tmp_path / "space.toml"
-    space.write_text("[grid]\nrank = [2, 4]\nreg = [0.05, 0.2]\n")
-    tuned = run_pipeline("tune.py", "--scheduler", scheduler, "--ratings", ratings_dir, "--space", space,
-                         "--output", tmp_path / "tuned", "--folds", 2, "--max-iter", 2)
-    assert tuned.returncode == 0, tuned.stderr
-    assert "best of 4 settings by rmse" in tuned.stdout
-    results = pd.read_parquet(tmp_path / "tuned" / "results.parquet")
-    assert len(results) == 8 and {"rank", "reg", "fold", "validation_rmse", "seconds"} <= set(results.columns)
-    best = (tmp_path / "tuned" / "best.toml").read_text()
-    assert 'estimator = "als"' in best and "max_iter = 2" in best
-    nightly = run_pipeline("nightly.py", "--scheduler", scheduler, "--config", tmp_path / "tuned" / "best.toml",
-                           "--snapshot", ratings_dir, "--home", tmp_path / "home")
-    assert nightly.returncode == 0, nightly.stderr
-    published = dmf.load(tmp_path / "home" / "models" / "current" / "model")
-    summary = pd.read_csv(tmp_path / "tuned" / "summary.csv")
-    assert (published.rank, published.reg) == (summary.loc[0, "rank"], summary.loc[0, "reg"])
-    bad = tmp_path / "bad.toml"
-    bad.write_text("[grid]\nrnak = [2]\n")
-    refused = run_pipeline("tune.py", "--ratings", ratings_dir, "--space", bad, "--output", tmp_path / "never")
-    assert refused.returncode != 0 and "ALS has no parameter rnak" in refused.stderr
-    assert not (tmp_path / "never").exists()
-
-
 def test_train_records_a_validation_curve(cluster, ratings_dir, tmp_path):
     trained = run_pipeline("train.py", "--scheduler", cluster.scheduler_address, "--ratings", ratings_dir,
                            "--output", tmp_path / "model", "--rank", 2, "--max-iter", 3, "--validation", ratings_dir)

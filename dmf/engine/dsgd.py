@@ -227,14 +227,14 @@ class DSGDTrainer:
         return record
 
     def keep_best(self) -> None:
-        """Keep the last completed epoch's tables as the best (validation)."""
-        self._best = (self.epoch, list(self.users), list(self.items))
+        """Copy the last completed epoch's tables to the client as the best (early stopping)."""
+        self._save_checkpoint()
+        self._best = dict(self.checkpoint)
 
-    def _save_checkpoint(self, tables_of: tuple | None = None) -> None:
-        """Copy the tables of the last epoch (or of ``tables_of = (epoch, users, items)``) to the client."""
-        epoch, users, items = tables_of or (self.epoch, self.users, self.items)
-        tables = self.placement.gather(users + items)
-        self.checkpoint = {"epoch": epoch, "users": join_tables(tables[: self.d]),
+    def _save_checkpoint(self) -> None:
+        """Copy the tables of the last epoch to the client."""
+        tables = self.placement.gather(self.users + self.items)
+        self.checkpoint = {"epoch": self.epoch, "users": join_tables(tables[: self.d]),
                            "items": join_tables(tables[self.d :]), "history": list(self.history),
                            "step": self.step, "loss": self.last_loss}
 
@@ -243,7 +243,6 @@ class DSGDTrainer:
         self.placement.refresh()
         self._seen_gathering = None
         self._build_grid()
-        self._best = None
         if self.validation_spec is not None:
             self.validation = self.validation_spec.build(self, ranking=False)
         self._restore_checkpoint()
@@ -261,9 +260,9 @@ class DSGDTrainer:
         return self.placement.submit(parts)
 
     def result(self, estimator: str = "SGD", params: dict | None = None) -> FittedModel:
-        if self._best is not None and self._best[0] != self.epoch:
-            self._save_checkpoint(self._best)
-            self.history = mark_kept(self.history, self._best[0])
+        if self._best is not None and self._best["epoch"] != self.epoch:
+            self.checkpoint = {**self._best, "history": list(self.history)}
+            self.history = mark_kept(self.history, self._best["epoch"])
         elif self.checkpoint["epoch"] != self.epoch or self.checkpoint["users"] is None:
             self._save_checkpoint()
         parts = None

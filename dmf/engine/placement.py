@@ -73,24 +73,14 @@ def train_epochs(trainer, max_iter: int, max_recoveries: int, estimator: str, pa
     ``max_recoveries`` times; the result is the same as without the failure.
     """
     recoveries = 0
-    best, since_best = None, 0
     patience = trainer.validation_spec.patience if trainer.validation_spec is not None else None
+    stopping = _EarlyStopping(patience) if patience is not None else None
     try:
         while trainer.epoch < max_iter:
             try:
                 record = trainer.train_epoch()
-                if trainer.validation is not None and patience is not None:
-                    name, higher = trainer.validation.metric
-                    score = record[name]
-                    if best is None or (score > best if higher else score < best):
-                        best, since_best = score, 0
-                        trainer.keep_best()
-                    else:
-                        since_best += 1
-                        if patience is not None and since_best >= patience:
-                            logger.info("early stop after epoch %d: %s has not improved for %d epochs (best %.5f)",
-                                        trainer.epoch, name, since_best, best)
-                            break
+                if stopping is not None and stopping.should_stop(trainer, record):
+                    break
             except scheduler.WORKER_FAILURES as failure:
                 scheduler.check_scheduler(trainer.client, failure)
                 recoveries += 1
@@ -105,6 +95,36 @@ def train_epochs(trainer, max_iter: int, max_recoveries: int, estimator: str, pa
                 except scheduler.WORKER_FAILURES as again:
                     scheduler.check_scheduler(trainer.client, again)
                     raise
+                if stopping is not None:
+                    stopping.resumed_at(trainer.epoch)
         return trainer.result(estimator, params or {})
     finally:
         trainer.close()  # nothing stays on the cluster, whether the fit ends or fails
+
+
+class _EarlyStopping:
+    """The best validation score so far and the epochs since; the trainer keeps the best
+    epoch's tables on the client (``keep_best``), so they survive a lost worker."""
+
+    def __init__(self, patience: int):
+        self.patience, self.best, self.best_epoch, self.since = patience, None, 0, 0
+
+    def should_stop(self, trainer, record: dict) -> bool:
+        if record["epoch"] <= self.best_epoch:  # an epoch replayed after a recovery: known already
+            return False
+        name, higher = trainer.validation.metric
+        score = record[name]
+        if self.best is None or (score > self.best if higher else score < self.best):
+            self.best, self.best_epoch, self.since = score, record["epoch"], 0
+            trainer.keep_best()
+            return False
+        self.since += 1
+        if self.since >= self.patience:
+            logger.info("early stop after epoch %d: %s has not improved for %d epochs (best %.5f in epoch %d)",
+                        record["epoch"], name, self.since, self.best, self.best_epoch)
+            return True
+        return False
+
+    def resumed_at(self, epoch: int) -> None:
+        """Training went back to ``epoch`` (a checkpoint): count the epochs since the best from there."""
+        self.since = max(0, epoch - self.best_epoch)

@@ -253,21 +253,21 @@ class BlockedALSTrainer:
         self._pending.clear()
         self.placement.refresh()
         self._use(self.prepared.rebuild(self.placement))
-        self._best = None  # its tables may be gone with the worker
         if self.validation_spec is not None:
             self.validation = self.validation_spec.build(self, ranking=self.objective.implicit)
         self._restore_checkpoint()
 
     def keep_best(self) -> None:
-        """Keep the last completed epoch's tables as the best (validation)."""
-        self._best = self._done
+        """Copy the last completed epoch's tables to the client as the best (early stopping)."""
+        self._save_checkpoint(self._done)
+        self._best = dict(self.checkpoint)
 
     def result(self, estimator: str = "ALS", params: dict | None = None) -> FittedModel:
         """The fitted model of the last completed epoch (or of the best one, with a validation),
         with the training interactions."""
-        if self._best is not None and self._best.number != self.epoch:
-            self._save_checkpoint(self._best)
-            self.history = mark_kept(self.history, self._best.number)
+        if self._best is not None and self._best["epoch"] != self.epoch:
+            self.checkpoint = {**self._best, "history": list(self.history)}
+            self.history = mark_kept(self.history, self._best["epoch"])
         elif self.checkpoint["epoch"] != self.epoch or self.checkpoint["items"] is None:
             done = self._done if self.epoch else _Epoch(0, self._latest_users or self._initial_tables("users"),
                                                         self._latest_items, [])

@@ -42,6 +42,9 @@ class ValidationSpec:
     ranking: bool | None = None
     #: Score every epoch (a validation curve), or only the last (a search without early stopping).
     every_epoch: bool = True
+    #: The metric early stopping watches (``"rmse"``, ``"mae"``, ``"ndcg@10"``, …); None:
+    #: RMSE, or NDCG@k when ranking.
+    watch: str | None = None
 
     def wanted(self, epoch: int, max_iter: int | None) -> bool:
         """Whether epoch ``epoch`` is scored."""
@@ -52,12 +55,12 @@ class ValidationSpec:
         """The blocked validation of a trainer (its vocabularies, user layout and placement),
         shared by the fits on the same prepared ratings (a search fold)."""
         prepared = getattr(trainer, "prepared", None)
-        key = ("validation", self.pairs._name, ranking, self.k, self.clip)
+        key = ("validation", self.pairs._name, ranking, self.k, self.clip, self.watch)
         if prepared is not None and key in prepared.cache:
             return prepared.cache[key]
         built = Validation(self.pairs, trainer.user_ids, trainer.item_ids, trainer.user_layout, trainer.placement,
                            trainer.client, ranking=ranking, k=self.k,
-                           clip_range=trainer.rating_range if self.clip else None)
+                           clip_range=trainer.rating_range if self.clip else None, watch=self.watch)
         if prepared is not None:
             prepared.cache[key] = built
         return built
@@ -111,7 +114,7 @@ def validation_errors(block: ValidationBlock, users, item_tables: list, mean: fl
 
 def validation_ranking(block: ValidationBlock, train_block, users, item_tables: list, k: int) -> tuple:
     """(Σ NDCG@k, Σ precision@k with min(k, n) as denominator, users) of a block's validation users."""
-    item_factors, _ = _joined(item_tables)
+    item_factors, item_biases = _joined(item_tables)
     counts = np.diff(block.indptr)
     wanted = np.flatnonzero(counts)
     ndcg = precision = 0.0
@@ -119,6 +122,8 @@ def validation_ranking(block: ValidationBlock, train_block, users, item_tables: 
     for start in range(0, len(wanted), _RANKING_CHUNK):
         rows = wanted[start : start + _RANKING_CHUNK]
         scores = users.factors[rows] @ item_factors.T
+        if users.biases is not None:  # the model's own scores: μ is the same for every item
+            scores += users.biases[rows, None] + item_biases[None, :]
         for position, row in enumerate(rows):
             scores[position, train_block.cols[train_block.indptr[row] : train_block.indptr[row + 1]]] = -np.inf
         top = np.argpartition(-scores, min(k, scores.shape[1] - 1), axis=1)[:, :k]
@@ -138,10 +143,10 @@ class Validation:
     scores one epoch's tables."""
 
     def __init__(self, pairs: dd.DataFrame, user_ids, item_ids, user_layout: BlockLayout, placement, client, *,
-                 ranking: bool, k: int = 10, clip_range=None):
+                 ranking: bool, k: int = 10, clip_range=None, watch: str | None = None):
         from dmf import scheduler
 
-        self.placement, self.ranking, self.k, self.clip_range = placement, ranking, k, clip_range
+        self.placement, self.ranking, self.k, self.clip_range, self.watch = placement, ranking, k, clip_range, watch
         bounds = user_layout.bounds
         n_blocks = len(bounds) - 1
         split = dask.delayed(split_validation, nout=n_blocks + 1, pure=True)
@@ -165,7 +170,7 @@ class Validation:
                 with self.placement.on_worker(b):
                     tasks.append(run(block, train_user_blocks[b], users, item_tables, self.k))
             sums = self.placement.gather(self.placement.submit(tasks))
-            n = sum(s[2] for s in sums)
+            n = self._counted(sum(s[2] for s in sums), "users")
             return {f"validation_ndcg@{self.k}": sum(s[0] for s in sums) / n if n else math.nan,
                     f"validation_precision@{self.k}": sum(s[1] for s in sums) / n if n else math.nan,
                     "validation_users": n}
@@ -175,14 +180,23 @@ class Validation:
             with self.placement.on_worker(b):
                 tasks.append(run(block, users, item_tables, mean, self.clip_range))
         sums = self.placement.gather(self.placement.submit(tasks))
-        n = sum(s[2] for s in sums)
+        n = self._counted(sum(s[2] for s in sums), "pairs")
         return {"validation_rmse": math.sqrt(sum(s[0] for s in sums) / n) if n else math.nan,
                 "validation_mae": sum(s[1] for s in sums) / n if n else math.nan, "validation_pairs": n}
+
+    def _counted(self, n: int, what: str) -> int:
+        """``n``, or a ``ValueError`` when nothing could be scored (a NaN score would pass silently)."""
+        if n == 0:
+            left_out = self.placement.gather([self.left_out])[0]
+            raise ValueError(f"the validation set has no {what} to score: none of its pairs has a user and an item "
+                             f"the training ratings know ({left_out} pairs left out)")
+        return n
 
     @property
     def metric(self) -> tuple[str, bool]:
         """(name of the record that early stopping watches, whether higher is better)."""
-        return (f"validation_ndcg@{self.k}", True) if self.ranking else ("validation_rmse", False)
+        name = self.watch or (f"ndcg@{self.k}" if self.ranking else "rmse")
+        return f"validation_{name}", name.startswith(("ndcg", "precision"))
 
 
 def mean_of(objective, global_mean: float) -> float:

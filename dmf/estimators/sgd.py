@@ -58,6 +58,11 @@ class SGD(Estimator):
                        "clipped).")
     feature_reg: float = params.feature_reg()
 
+    def check_params(self) -> None:
+        super().check_params()
+        if self.reg == 0 and self.damping == 0:
+            raise ValueError("reg and damping are both 0: fold-in's normal equations may be singular; set reg > 0")
+
     def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None,
              validation: ValidationSpec | None = None) -> FittedModel:
         objective = SGDObjective(rank=int(self.rank), learning_rate=float(self.learning_rate), reg=float(self.reg),
