@@ -27,12 +27,11 @@ import dask.dataframe as dd
 import numpy as np
 
 from dmf import scheduler
-from dmf.data.ids import IdVocabulary
 from dmf.engine._compiled_sgd import sgd_pass
 from dmf.engine.grid import assemble_cell, block_counts, seen_of_user_block, split_into_cells, stratum_order
 from dmf.engine.layout import BlockLayout
-from dmf.engine.placement import BACKGROUND, Placement, train_epochs
-from dmf.engine.ratings_pass import ids_and_stats
+from dmf.engine.placement import BACKGROUND, Placement, fitted_model, gathered_seen, restore_best, train_epochs
+from dmf.engine.prepared import rating_stats
 from dmf.engine.solve import (
     FactorTable,
     add_summaries,
@@ -42,8 +41,8 @@ from dmf.engine.solve import (
     table_summary,
     warm_rows,
 )
-from dmf.engine.validation import ValidationSpec, mark_kept
-from dmf.model.fitted import FittedModel, SeenItems
+from dmf.engine.validation import ValidationSpec
+from dmf.model.fitted import FittedModel
 from dmf.random import ITEM_FACTOR_STREAM, USER_FACTOR_STREAM
 
 logger = logging.getLogger(__name__)
@@ -111,11 +110,8 @@ class DSGDTrainer:
         self.objective, self.seed, self.max_iter = objective, seed, max_iter
         self.checkpoint_every = max(1, checkpoint_every)
         self.ratings = ratings
-        ((user_unique, item_unique, (total, count, low, high)),) = scheduler.compute([ids_and_stats(ratings)], self.client)
-        if count == 0:
-            raise ValueError("no ratings to train on: the ratings table is empty")
-        self.user_ids, self.item_ids = IdVocabulary(user_unique), IdVocabulary(item_unique)
-        self.n_ratings, self.global_mean, self.rating_range = count, total / count, (low, high)
+        self.user_ids, self.item_ids, self.n_ratings, self.global_mean, self.rating_range = rating_stats(
+            ratings, self.client)
         d = max(1, min(int(grid), len(self.user_ids), len(self.item_ids)))
         self.user_layout, self.item_layout = BlockLayout(len(self.user_ids), d), BlockLayout(len(self.item_ids), d)
         self.d = d
@@ -260,27 +256,10 @@ class DSGDTrainer:
         return self.placement.submit(parts)
 
     def result(self, estimator: str = "SGD", params: dict | None = None) -> FittedModel:
-        if self._best is not None and self._best["epoch"] != self.epoch:
-            self.checkpoint = {**self._best, "history": list(self.history)}
-            self.history = mark_kept(self.history, self._best["epoch"])
-        elif self.checkpoint["epoch"] != self.epoch or self.checkpoint["users"] is None:
+        if not restore_best(self) and (self.checkpoint["epoch"] != self.epoch or self.checkpoint["users"] is None):
             self._save_checkpoint()
-        parts = None
-        if self._seen_gathering is not None:
-            try:
-                parts = self._seen_gathering.result()
-            except scheduler.WORKER_FAILURES:
-                parts = None
-        if parts is None:
-            parts = self.placement.gather(self._seen_parts())
-        users, items = self.checkpoint["users"], self.checkpoint["items"]
-        return FittedModel(
-            estimator=estimator, params=dict(params or {}), user_ids=self.user_ids, item_ids=self.item_ids,
-            user_factors=users.factors, item_factors=items.factors, user_biases=users.biases,
-            item_biases=items.biases, global_mean=float(self.global_mean),
-            rating_range=(float(self.rating_range[0]), float(self.rating_range[1])), n_ratings=int(self.n_ratings),
-            n_blocks=self.d, history=list(self.history), seen=SeenItems.concatenate(parts),
-        )
+        return fitted_model(self, estimator, params, self.d,
+                            gathered_seen(self._seen_gathering, self._seen_parts, self.placement))
 
 
 def _rows_of(table: FactorTable, lo: int, hi: int) -> FactorTable:

@@ -10,6 +10,7 @@ import logging
 import dask
 
 from dmf import scheduler
+from dmf.model.fitted import FittedModel, SeenItems
 
 logger = logging.getLogger(__name__)
 
@@ -128,3 +129,44 @@ class _EarlyStopping:
     def resumed_at(self, epoch: int) -> None:
         """Training went back to ``epoch`` (a checkpoint): count the epochs since the best from there."""
         self.since = max(0, epoch - self.best_epoch)
+
+
+def gathered_seen(gathering, submit_parts, placement: Placement) -> SeenItems:
+    """The training interactions from per-user-block ``(row pointers, items)`` parts: those of
+    the background gather ``gathering`` (a future, or None), or gathered now from
+    ``submit_parts()`` when there is none or a worker left after it started."""
+    parts = None
+    if gathering is not None:
+        try:
+            parts = gathering.result()
+        except scheduler.WORKER_FAILURES:  # the blocks were rebuilt: gather them again
+            parts = None
+    if parts is None:
+        parts = placement.gather(submit_parts())
+    return SeenItems.concatenate(parts)
+
+
+def fitted_model(trainer, estimator: str, params: dict | None, n_blocks: int, seen: SeenItems) -> FittedModel:
+    """The model of a trainer's checkpoint (its joined ``users``/``items`` tables), history,
+    vocabularies and rating statistics."""
+    users, items = trainer.checkpoint["users"], trainer.checkpoint["items"]
+    return FittedModel(
+        estimator=estimator, params=dict(params or {}), user_ids=trainer.user_ids, item_ids=trainer.item_ids,
+        user_factors=users.factors, item_factors=items.factors, user_biases=users.biases,
+        item_biases=items.biases, global_mean=float(trainer.global_mean),
+        rating_range=(float(trainer.rating_range[0]), float(trainer.rating_range[1])),
+        n_ratings=int(trainer.n_ratings), n_blocks=n_blocks, history=list(trainer.history), seen=seen,
+    )
+
+
+def restore_best(trainer) -> bool:
+    """Make the kept best epoch (early stopping) the trainer's checkpoint, marking its history
+    record; whether there was one other than the last epoch."""
+    best = trainer._best
+    if best is None or best["epoch"] == trainer.epoch:
+        return False
+    from dmf.engine.validation import mark_kept
+
+    trainer.checkpoint = {**best, "history": list(trainer.history)}
+    trainer.history = mark_kept(trainer.history, best["epoch"])
+    return True

@@ -60,18 +60,26 @@ class PreparedRatings:
                     len(self.user_ids), len(self.item_ids), len(self.user_blocks), len(self.item_blocks))
 
 
-def prepare_ratings(ratings: dd.DataFrame, n_blocks: int | None, client=None,
-                    placement: Placement | None = None) -> PreparedRatings:
-    """One pass over ``ratings`` (canonical columns, validated) for the vocabularies and rating
-    statistics, then the blocks, submitted and not waited for."""
-    client = scheduler.resolve_client(client)
-    placement = placement or Placement(client)
+def rating_stats(ratings: dd.DataFrame, client) -> tuple:
+    """The one pass a fit starts with: ``(user ids, item ids, count, mean, (min, max))`` of
+    ``ratings`` (vocabularies as :class:`IdVocabulary`); refuses an empty table."""
     ((user_unique, item_unique, (total, count, low, high)),) = scheduler.compute([ids_and_stats(ratings)], client)
     if count == 0:
         raise ValueError("no ratings to train on: the ratings table is empty (after any threshold)")
+    return IdVocabulary(user_unique), IdVocabulary(item_unique), int(count), total / count, (low, high)
+
+
+def prepare_ratings(ratings: dd.DataFrame, n_blocks: int | None, client=None,
+                    placement: Placement | None = None, grains: int | None = None) -> PreparedRatings:
+    """The vocabularies and rating statistics of ``ratings`` (canonical columns, validated),
+    then the blocks, submitted and not waited for. ``grains``: block boundaries on whole
+    grains (see :class:`BlockLayout`)."""
+    client = scheduler.resolve_client(client)
+    placement = placement or Placement(client)
+    user_ids, item_ids, count, mean, rating_range = rating_stats(ratings, client)
     n_blocks = n_blocks or scheduler.total_threads(client)
-    user_ids, item_ids = IdVocabulary(user_unique), IdVocabulary(item_unique)
-    prepared = PreparedRatings(ratings, user_ids, item_ids, int(count), total / count, (low, high),
-                               BlockLayout(len(user_ids), n_blocks), BlockLayout(len(item_ids), n_blocks))
+    prepared = PreparedRatings(ratings, user_ids, item_ids, count, mean, rating_range,
+                               BlockLayout(len(user_ids), n_blocks, grains=grains),
+                               BlockLayout(len(item_ids), n_blocks, grains=grains))
     prepared._submit_blocks(placement)
     return prepared

@@ -8,7 +8,9 @@ these on the cluster is :mod:`dmf.engine.trainer`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import weakref
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,9 @@ from dmf.random import entity_normals
 #: nanny sets MALLOC_TRIM_THRESHOLD_) every larger temporary is mapped and faulted in anew:
 #: 69 k rows x 64 took 0.11 s in chunks of 128 rows, 0.33 s in chunks of 512 or more.
 _INITIAL_CHUNK = 128
+#: The other side's Gram matrix per model and side (implicit fold-in needs YᵀY; computing it
+#: for 26.7 k × 64 factors takes longer than the fold-in itself).
+_GRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True)
@@ -44,6 +49,21 @@ class Objective:
     solver: str = "cholesky"
     cg_steps: int = 3
     nonnegative: bool = False
+
+    def fold_in(self, model, side: str, block: RatingBlock) -> FactorTable:
+        """The rows of ``block`` (new ``side`` rows) solved exactly (Cholesky, the point a
+        half-step converges to) against ``model``'s fixed other side."""
+        other_factors = model.item_factors if side == "users" else model.user_factors
+        other_biases = model.item_biases if side == "users" else model.user_biases
+        gram = None
+        if self.implicit:  # YᵀY of the model's other side, computed once per model
+            grams = _GRAMS.setdefault(model, {})
+            gram = grams.get(side)
+            if gram is None:
+                gram = grams[side] = gram_of(other_factors)
+        exact = dataclasses.replace(self, solver="cholesky")
+        return solve_block(block, FactorTable(other_factors, other_biases, gram=gram), None, model.global_mean, exact,
+                           with_loss=False)
 
     def solve_options(self, base_gram: np.ndarray | None) -> SolveOptions:
         width = self.rank + int(self.use_biases)

@@ -34,12 +34,11 @@ import scipy.linalg
 import scipy.sparse
 
 from dmf import scheduler
-from dmf.data.ids import IdVocabulary
-from dmf.engine.blocks import build_rating_blocks, seen_pattern
+from dmf.engine.blocks import seen_pattern
 from dmf.engine.kernels import RatingBlock
 from dmf.engine.layout import BlockLayout
 from dmf.engine.placement import Placement
-from dmf.engine.ratings_pass import ids_and_stats
+from dmf.engine.prepared import prepare_ratings
 from dmf.engine.solve import FactorTable
 from dmf.model.fitted import FittedModel, SeenItems
 from dmf.random import SVD_TEST_STREAM, entity_normals
@@ -108,21 +107,12 @@ def fit_svd(ratings: dd.DataFrame, *, rank: int, oversample: int, n_iter: int, c
     """Truncated SVD of ``ratings`` (canonical columns, validated); see the module docstring."""
     client = scheduler.resolve_client(client)
     started = time.perf_counter()
-    ((user_unique, item_unique, (total, count, low, high)),) = scheduler.compute([ids_and_stats(ratings)], client)
-    if count == 0:
-        raise ValueError("no ratings to train on: the ratings table is empty")
-    user_ids, item_ids = IdVocabulary(user_unique), IdVocabulary(item_unique)
-    mean = total / count
-    n_blocks = n_blocks or scheduler.total_threads(client)
-    users = BlockLayout(len(user_ids), n_blocks, grains=GRAINS)
-    items = BlockLayout(len(item_ids), n_blocks, grains=GRAINS)
     placement = Placement(client)
-    user_blocks, item_blocks = build_rating_blocks(
-        ratings, scheduler.broadcast(user_ids, client), scheduler.broadcast(item_ids, client), users, items,
-        placement=placement.on_worker)
-    blocks = placement.submit(user_blocks + item_blocks)
-    sweep = _Sweep(placement, blocks[: len(user_blocks)], blocks[len(user_blocks) :], users, items,
-                   mean if center else 0.0)
+    prepared = prepare_ratings(ratings, n_blocks, client, placement, grains=GRAINS)
+    user_ids, item_ids, mean, (low, high) = (prepared.user_ids, prepared.item_ids, prepared.global_mean,
+                                             prepared.rating_range)
+    users, items = prepared.user_layout, prepared.item_layout
+    sweep = _Sweep(placement, prepared.user_blocks, prepared.item_blocks, users, items, mean if center else 0.0)
     width = max(1, min(rank + oversample, len(user_ids), len(item_ids)))
     panel = dask.delayed(test_panel, pure=True)
     hashes = item_ids.id_hashes()
@@ -157,7 +147,7 @@ def fit_svd(ratings: dd.DataFrame, *, rank: int, oversample: int, n_iter: int, c
         user_factors=user_factors, item_factors=item_factors,
         user_biases=np.zeros(len(user_ids), np.float32) if center else None,
         item_biases=np.zeros(len(item_ids), np.float32) if center else None,
-        global_mean=float(mean), rating_range=(float(low), float(high)), n_ratings=int(count),
+        global_mean=float(mean), rating_range=(float(low), float(high)), n_ratings=prepared.n_ratings,
         n_blocks=users.n_blocks, history=history, seen=seen,
     )
 

@@ -30,7 +30,7 @@ import numpy as np
 from dmf import scheduler
 from dmf.engine.blocks import seen_pattern
 from dmf.engine.kernels import kernels_compiled
-from dmf.engine.placement import BACKGROUND, Placement, train_epochs
+from dmf.engine.placement import BACKGROUND, Placement, fitted_model, gathered_seen, restore_best, train_epochs
 from dmf.engine.prepared import PreparedRatings, prepare_ratings
 from dmf.engine.solve import (
     Objective,
@@ -43,7 +43,7 @@ from dmf.engine.solve import (
     table_summary,
     warm_rows,
 )
-from dmf.engine.validation import ValidationSpec, mark_kept, mean_of
+from dmf.engine.validation import ValidationSpec, mean_of
 from dmf.model.fitted import FittedModel, SeenItems
 from dmf.random import ITEM_FACTOR_STREAM, USER_FACTOR_STREAM
 
@@ -108,7 +108,6 @@ class BlockedALSTrainer:
                  checkpoint_every: int = 10, validation: ValidationSpec | None = None):
         self.client = scheduler.resolve_client(client)
         self.objective = objective
-        self.n_blocks = n_blocks or scheduler.total_threads(self.client)
         self.max_iter = max_iter
         self.checkpoint_every = max(1, checkpoint_every)
         self.seed = seed
@@ -265,21 +264,11 @@ class BlockedALSTrainer:
     def result(self, estimator: str = "ALS", params: dict | None = None) -> FittedModel:
         """The fitted model of the last completed epoch (or of the best one, with a validation),
         with the training interactions."""
-        if self._best is not None and self._best["epoch"] != self.epoch:
-            self.checkpoint = {**self._best, "history": list(self.history)}
-            self.history = mark_kept(self.history, self._best["epoch"])
-        elif self.checkpoint["epoch"] != self.epoch or self.checkpoint["items"] is None:
+        if not restore_best(self) and (self.checkpoint["epoch"] != self.epoch or self.checkpoint["items"] is None):
             done = self._done if self.epoch else _Epoch(0, self._latest_users or self._initial_tables("users"),
                                                         self._latest_items, [])
             self._save_checkpoint(done)
-        users, items = self.checkpoint["users"], self.checkpoint["items"]
-        return FittedModel(
-            estimator=estimator, params=dict(params or {}), user_ids=self.user_ids, item_ids=self.item_ids,
-            user_factors=users.factors, item_factors=items.factors, user_biases=users.biases,
-            item_biases=items.biases, global_mean=float(self.global_mean),
-            rating_range=(float(self.rating_range[0]), float(self.rating_range[1])), n_ratings=int(self.n_ratings),
-            n_blocks=self.user_layout.n_blocks, history=list(self.history), seen=self._seen(),
-        )
+        return fitted_model(self, estimator, params, self.user_layout.n_blocks, self._seen())
 
     def _seen_parts(self) -> list:
         """Submitted (row pointers, items) of every user block (values without a cluster)."""
@@ -291,16 +280,7 @@ class BlockedALSTrainer:
         gather started after epoch 1, or now (no cluster, no epoch, or that gather failed)."""
         if "seen" in self.prepared.cache:  # another fit on the same blocks gathered them
             return self.prepared.cache["seen"]
-        parts = None
-        if self._seen_gathering is not None:
-            try:
-                parts = self._seen_gathering.result()
-            except WORKER_FAILURES:  # a worker left after the gather started: the blocks were rebuilt
-                parts = None
-        if parts is None:
-            parts = self._seen_parts()
-            parts = self.client.gather(parts) if self.client is not None else parts
-        seen = self.prepared.cache["seen"] = SeenItems.concatenate(parts)
+        seen = self.prepared.cache["seen"] = gathered_seen(self._seen_gathering, self._seen_parts, self.placement)
         return seen
 
 

@@ -18,6 +18,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
+from dmf import scheduler
 from dmf.columns import ITEM, RATING, USER
 from dmf.engine.blocks import rows_to_csr, split_rows
 from dmf.engine.layout import BlockLayout
@@ -144,8 +145,6 @@ class Validation:
 
     def __init__(self, pairs: dd.DataFrame, user_ids, item_ids, user_layout: BlockLayout, placement, client, *,
                  ranking: bool, k: int = 10, clip_range=None, watch: str | None = None):
-        from dmf import scheduler
-
         self.placement, self.ranking, self.k, self.clip_range, self.watch = placement, ranking, k, clip_range, watch
         bounds = user_layout.bounds
         n_blocks = len(bounds) - 1

@@ -81,8 +81,7 @@ class ALS(_BlockedALS):
 
     def check_params(self) -> None:
         super().check_params()
-        if self.reg == 0 and self.damping == 0:
-            raise ValueError("reg and damping are both 0: the normal equations may be singular; set reg > 0")
+        params.require_penalty(self.reg, self.damping)
 
     def _objective(self) -> Objective:
         return Objective(

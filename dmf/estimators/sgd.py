@@ -60,8 +60,7 @@ class SGD(Estimator):
 
     def check_params(self) -> None:
         super().check_params()
-        if self.reg == 0 and self.damping == 0:
-            raise ValueError("reg and damping are both 0: fold-in's normal equations may be singular; set reg > 0")
+        params.require_penalty(self.reg, self.damping)  # fold-in solves them
 
     def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None,
              validation: ValidationSpec | None = None) -> FittedModel:

@@ -160,6 +160,12 @@ def nonnegative() -> Any:
                  "stay unconstrained.")
 
 
+def require_penalty(reg: float, damping: float) -> None:
+    """Refuse ``reg == damping == 0``: a row's normal equations (a half-step or a fold-in) may be singular."""
+    if reg == 0 and damping == 0:
+        raise ValueError("reg and damping are both 0: the normal equations may be singular; set reg > 0")
+
+
 #: What to predict for a pair whose user or item is unknown (the ``unknown`` parameter).
 UNKNOWN_POLICIES = ("bias", "nan", "drop")
 
