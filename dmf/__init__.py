@@ -11,15 +11,18 @@ The package follows the pipeline, each stage one subpackage; dependencies point 
 - :mod:`dmf.pipeline` — command-line plumbing and the nightly run (never imported by the rest).
 """
 
-from dmf import model_selection
+from dmf._lazy import lazy_exports
 from dmf._version import __version__
-from dmf.data.ratings import read_ratings
-from dmf.estimators import ALS, SGD, SVD, Estimator, ImplicitALS, load
-from dmf.model import FittedModel
-from dmf.stages.metrics import Metric, error_totals, mae, rmse
-from dmf.stages.ranking import ranking_metrics
 
 __all__ = [
     "ALS", "SGD", "SVD", "Estimator", "FittedModel", "ImplicitALS", "Metric", "error_totals", "load", "mae", "ranking_metrics",
     "model_selection", "read_ratings", "rmse", "__version__",
 ]
+# imported on first use, so that ``import dmf.model.specs`` or a pipeline's --help needs no Dask
+__getattr__, __dir__ = lazy_exports(globals(), {
+    "ALS": "dmf.estimators", "SGD": "dmf.estimators", "SVD": "dmf.estimators", "Estimator": "dmf.estimators",
+    "ImplicitALS": "dmf.estimators", "load": "dmf.estimators", "FittedModel": "dmf.model",
+    "Metric": "dmf.stages.metrics", "error_totals": "dmf.stages.metrics", "mae": "dmf.stages.metrics",
+    "rmse": "dmf.stages.metrics", "ranking_metrics": "dmf.stages.ranking", "read_ratings": "dmf.data.ratings",
+    "model_selection": "dmf.model_selection",
+})

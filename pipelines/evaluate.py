@@ -8,8 +8,6 @@ Parquet.
 
 from pathlib import Path
 
-import dask.dataframe as dd
-
 import dmf
 from dmf.pipeline import options as cli
 from dmf.storage import atomic_directory, write_json_atomic
@@ -28,6 +26,8 @@ def main(argv=None) -> int:
                         help="test ratings >= this are relevant (default: every test pair)")
     parser.add_argument("--unknown", choices=["bias", "nan", "drop"], help="override the model's unknown-id policy")
     args = cli.parse_args(parser, argv, existing=("model", "test", "exclude"))
+    import dask.dataframe as dd  # after the arguments: --help and their errors need no Dask
+
     timer = cli.Timer()
     model = dmf.load(args.model)
     if args.unknown:

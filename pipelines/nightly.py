@@ -12,8 +12,8 @@ Exit codes: 0 published or unchanged, 3 refused by the quality gate (the current
 from pathlib import Path
 
 from dmf.pipeline import options as cli
+from dmf.pipeline.config import NightlyConfig
 from dmf.pipeline.home import exclusive_lock
-from dmf.pipeline.nightly import NightlyConfig, run_nightly
 
 
 def main(argv=None) -> int:
@@ -22,9 +22,11 @@ def main(argv=None) -> int:
                         help="directory of Parquet files with user, item, rating[, timestamp]; new files are added over time")
     parser.add_argument("--home", type=Path, required=True, help="directory holding models/, the lock and last-run.json")
     cli.add_spec_options(parser, NightlyConfig, "run settings", skip=("estimator",))
-    estimator_class = cli.add_estimator_options(parser, argv)
+    parameters = cli.add_estimator_options(parser, argv)
     args = cli.parse_args(parser, argv, existing=("snapshot",))
-    config = NightlyConfig(snapshot=args.snapshot, home=args.home, params=cli.spec_values(args, estimator_class),
+    from dmf.pipeline.nightly import run_nightly  # after the arguments: --help and their errors need no Dask
+
+    config = NightlyConfig(snapshot=args.snapshot, home=args.home, params=cli.spec_values(args, parameters),
                            **cli.spec_values(args, NightlyConfig))
     # the lock first: a second run is refused before it starts a cluster
     with exclusive_lock(args.home / "nightly.lock"), cli.connect(args) as client:

@@ -13,7 +13,7 @@ grouplens (ml-100k's own u1..u5/ua/ub files). OUTPUT appears only when complete.
 import json
 from pathlib import Path
 
-from dmf.datasets import GROUPLENS_SPLITS, prepare_dataset
+from dmf.datasets.releases import GROUPLENS_SPLITS, require_source
 from dmf.pipeline import options as cli
 
 
@@ -51,8 +51,15 @@ def main(argv=None) -> int:
         parser.error("OUTPUT (the directory to create) is required, on the command line or as output in --config")
     if (args.input is None) == (args.synthetic is None):
         parser.error("give exactly one of --input or --synthetic")
+    if args.input is not None:
+        try:
+            require_source(args.input)  # before a cluster starts
+        except FileNotFoundError as missing:
+            parser.error(str(missing))
     columns = {"user": args.user_column, "item": args.item_column, "rating": args.rating_column,
                "timestamp": None if args.no_timestamp else args.timestamp_column}
+    from dmf.datasets import prepare_dataset  # after the arguments: --help and their errors need no Dask
+
     with cli.connect(args):
         summary = prepare_dataset(
             args.output, args.input, synthetic=args.synthetic, seed=args.seed, split=args.split,

@@ -7,12 +7,8 @@ the catalog, its k most similar items (item, rank, similar, score; cosine of ite
 
 from pathlib import Path
 
-import dask.dataframe as dd
-import pandas as pd
-
 import dmf
 from dmf.pipeline import options as cli
-from dmf.scheduler import persist_with_progress
 from dmf.storage import atomic_directory, write_json_atomic
 
 
@@ -32,6 +28,11 @@ def main(argv=None) -> int:
                         help="also write the k most similar items of every item as Parquet here")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
     args = cli.parse_args(parser, argv, existing=("model", "exclude", "users", "titles"))
+    import dask.dataframe as dd  # after the arguments: --help and their errors need no Dask
+    import pandas as pd
+
+    from dmf.scheduler import persist_with_progress
+
     for output in (args.output, args.similar_items):
         if output is not None and output.exists() and not args.overwrite:
             raise FileExistsError(f"{output} already exists; pass --overwrite to replace it")

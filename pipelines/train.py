@@ -28,8 +28,9 @@ def main(argv=None) -> int:
                         "in the summary and report)")
     parser.add_argument("--patience", type=int, help="with --validation: stop after this many epochs without a better "
                         "validation score and keep the best epoch")
-    estimator_class = cli.add_estimator_options(parser, argv)
+    parameters = cli.add_estimator_options(parser, argv)
     args = cli.parse_args(parser, argv, existing=("ratings", "warm_start", "validation"))
+    estimator_class = cli.estimator_class(args)
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
     timer = cli.Timer()
@@ -42,7 +43,7 @@ def main(argv=None) -> int:
             raise ValueError(f"--warm-start {args.warm_start} holds a {type(warm_start).__name__} model; this run "
                              f"trains {estimator_class.__name__}: warm-start from a model of the same kind")
         with timer("fit"):
-            model = estimator_class(**cli.spec_values(args, estimator_class)).fit(
+            model = estimator_class(**cli.spec_values(args, parameters)).fit(
                 ratings, client=client, validate=False, warm_start=warm_start, validation=args.validation,
                 patience=args.patience)
         model.save(args.output, overwrite=args.overwrite)

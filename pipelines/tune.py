@@ -21,7 +21,6 @@ import tomllib
 from pathlib import Path
 
 from dmf.model.params import param_specs
-from dmf.model_selection import Holdout, KFold, PerUser, Temporal, grid_search
 from dmf.pipeline import options as cli
 from dmf.storage import atomic_directory
 
@@ -45,15 +44,18 @@ def main(argv=None) -> int:
     parser.add_argument("--parallelism", type=int, default=2, help="settings fitted at the same time")
     parser.add_argument("--patience", type=int, help="early stopping: epochs without a better validation score")
     parser.add_argument("--n-iter", type=int, help="random search: this many settings drawn from the grid")
-    estimator_class = cli.add_estimator_options(parser, argv)
+    parameters = cli.add_estimator_options(parser, argv)
     args = cli.parse_args(parser, argv, existing=("ratings", "space"))
+    from dmf.model_selection import Holdout, KFold, PerUser, Temporal, grid_search  # after the arguments: no Dask for --help
+
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    estimator_class = cli.estimator_class(args)
     grid = _grid(args.space, estimator_class)
     splits = {"kfold": lambda: KFold(args.folds, args.split_seed), "holdout": lambda: Holdout(args.test_fraction,
               args.split_seed), "temporal": lambda: Temporal(test_fraction=args.test_fraction),
               "per-user": lambda: PerUser(args.test_count, args.split_seed)}[args.splits]()
-    fixed = cli.spec_values(args, estimator_class)
+    fixed = cli.spec_values(args, parameters)
     with cli.connect(args) as client:
         search = grid_search(estimator_class(**fixed), grid, args.ratings, splits=splits, metric=args.metric,
                              parallelism=args.parallelism, patience=args.patience, n_iter=args.n_iter,

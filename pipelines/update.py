@@ -13,9 +13,8 @@ version stays), 1 error (one line on stderr; also when another run holds the loc
 from pathlib import Path
 
 from dmf.pipeline import options as cli
+from dmf.pipeline.config import NightlyConfig
 from dmf.pipeline.home import exclusive_lock
-from dmf.pipeline.nightly import NightlyConfig
-from dmf.pipeline.update import run_update
 
 
 def main(argv=None) -> int:
@@ -26,6 +25,8 @@ def main(argv=None) -> int:
     cli.add_spec_options(parser, NightlyConfig, "run settings",
                          skip=("force", "test_fraction", "split_seed", "duplicates", "relevance_threshold", "estimator"))
     args = cli.parse_args(parser, argv, existing=("snapshot",))
+    from dmf.pipeline.update import run_update  # after the arguments: --help and their errors need no Dask
+
     config = NightlyConfig(snapshot=args.snapshot, home=args.home, **cli.spec_values(args, NightlyConfig))
     with exclusive_lock(args.home / "nightly.lock"), cli.connect(args) as client:
         report = run_update(config, client, lock_held=True)

@@ -24,7 +24,7 @@ import pandas as pd
 from dmf.columns import ITEM, USER
 from dmf.datasets._text import DEFAULT_BLOCKSIZE, read_delimited_ratings
 from dmf.datasets.download import default_data_home, unpack_zip
-from dmf.datasets.releases import RELEASES, Layout
+from dmf.datasets.releases import GROUPLENS_SPLITS, RELEASES, Layout
 
 GENRES_100K = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
@@ -229,7 +229,6 @@ def _read_text(path: Path) -> str:
         return raw.decode("latin-1")
 
 
-GROUPLENS_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
 
 
 def grouplens_split(folder: str | os.PathLike, name: str) -> tuple[dd.DataFrame, dd.DataFrame]:

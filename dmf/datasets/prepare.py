@@ -34,7 +34,7 @@ from dmf.columns import ITEM, RATING, TIMESTAMP, USER
 from dmf.data.splits import IS_TEST, mark_random, mark_temporal
 from dmf.datasets._text import DEFAULT_BLOCKSIZE
 from dmf.datasets.movielens import grouplens_split, load_movielens
-from dmf.datasets.releases import RELEASES
+from dmf.datasets.releases import RELEASES, require_source
 from dmf.datasets.synthetic import generate_ratings, synthetic_spec
 from dmf.datasets.validation import MOVIELENS_SCALE, ValidatedRatings, validate_ratings
 from dmf.storage import atomic_directory, write_json_atomic
@@ -182,6 +182,7 @@ def prepare_dataset(
     return summary
 
 
+
 def _load_source(source, synthetic, overrides, seed, npartitions, blocksize, data_home, id_columns) -> dict:
     if synthetic is not None:
         spec = synthetic_spec(synthetic, **overrides)
@@ -197,8 +198,7 @@ def _load_source(source, synthetic, overrides, seed, npartitions, blocksize, dat
         return {"ratings": movielens.ratings, "scale": scale, "folder": movielens.path, "kind": "movielens",
                 "items": movielens.items, "users": movielens.users,
                 "description": {"path": str(movielens.path), "layout": movielens.layout}}
-    if not path.exists():
-        raise FileNotFoundError(f"ratings source {path} does not exist")
+    require_source(source)
     if path.suffix in (".csv", ".tsv", ".txt"):
         ratings, kind = _read_csv(path, blocksize, id_columns), "csv"
     else:

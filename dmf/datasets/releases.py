@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 Layout = Literal["100k", "dat", "csv"]
@@ -80,3 +81,16 @@ def get_release(name: str) -> Release:
         return RELEASES[name]
     except KeyError:
         raise ValueError(f"unknown MovieLens release {name!r}; known: {', '.join(RELEASES)}") from None
+
+
+#: The train/test splits GroupLens ships with ml-100k (u1.base/u1.test ... ub.base/ub.test).
+GROUPLENS_SPLITS = ("u1", "u2", "u3", "u4", "u5", "ua", "ub")
+
+
+def require_source(source: str | Path) -> None:
+    """Raise ``FileNotFoundError`` unless ``source`` is an existing path or a MovieLens release
+    name; the message lists the release names (``ml-100`` is a typo of one, not a path)."""
+    if (isinstance(source, str) and source in RELEASES) or Path(source).exists():
+        return
+    raise FileNotFoundError(f"ratings source {source} is neither an existing file or folder nor a MovieLens release "
+                            f"name ({', '.join(RELEASES)})")

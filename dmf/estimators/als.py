@@ -15,7 +15,7 @@ from dmf.engine.validation import ValidationSpec
 from dmf.estimators.base import Estimator, estimator
 from dmf.model import params
 from dmf.model.fitted import FittedModel
-from dmf.model.params import param
+from dmf.model.specs import ALSParameters, ImplicitALSParameters
 
 
 class _BlockedALS(Estimator):
@@ -33,7 +33,7 @@ class _BlockedALS(Estimator):
 
 
 @estimator
-class ALS(_BlockedALS):
+class ALS(_BlockedALS, ALSParameters):
     """Alternating least squares with weighted-λ regularization and biases, on Dask.
 
     The model is ``r̂(u, i) = μ + b_u + b_i + p_u · q_i`` (``biases=False``: ``p_u · q_i``).
@@ -60,25 +60,6 @@ class ALS(_BlockedALS):
         building the rating blocks), ``n_ratings_``, ``n_blocks_`` read from it.
     """
 
-    rank: int = params.rank(50)
-    reg: float = param(0.06, "λ, the regularization weight per rating on the factors (ALS-WR).", minimum=0)
-    bias_reg: float = param(0.0, "Regularization weight per rating on the biases.", minimum=0)
-    damping: float = param(6.0, "Count-independent extra penalty on factors; keeps rarely rated users and items, "
-                           "which ALS-WR barely regularizes, close to the bias model.", minimum=0)
-    bias_damping: float = param(2.0, "Count-independent penalty on biases: a bias shrinks like Σ residual / (n + "
-                                "bias_damping), Koren's baseline estimator.", minimum=0)
-    max_iter: int = params.max_iter(10)
-    seed: int = params.seed()
-    n_blocks: int | None = params.n_blocks()
-    biases: bool = param(True, "Learn the global mean and user and item biases.")
-    unknown: str = params.unknown()
-    clip: bool = param(True, "Clip predictions to the training ratings' range (recommendation scores are not "
-                       "clipped).")
-    solver: str = params.solver()
-    cg_steps: int = params.cg_steps()
-    nonnegative: bool = params.nonnegative()
-    feature_reg: float = params.feature_reg()
-
     def check_params(self) -> None:
         super().check_params()
         params.require_penalty(self.reg, self.damping)
@@ -92,7 +73,7 @@ class ALS(_BlockedALS):
 
 
 @estimator
-class ImplicitALS(_BlockedALS):
+class ImplicitALS(_BlockedALS, ImplicitALSParameters):
     """Implicit-feedback ALS (Hu, Koren, Volinsky 2008) on the same blocked engine.
 
     Every observed value ``r`` (plays, clicks, or ratings) gives preference ``p = 1`` if
@@ -106,21 +87,6 @@ class ImplicitALS(_BlockedALS):
     """
 
     predicts_ratings = False
-
-    rank: int = params.rank(32)
-    reg: float = param(0.05, "λ, the same for every row (not weighted by counts).", minimum=0, open_minimum=True)
-    alpha: float = param(1.0, "Confidence slope: c = 1 + alpha·|r|.", minimum=0)
-    threshold: float | None = param(None, "Turn explicit ratings into implicit data: ratings >= threshold become "
-                                    "observations of value 1, the others are dropped.", kind="float",
-                                    none_means="use the values as given")
-    max_iter: int = params.max_iter(15)
-    seed: int = params.seed()
-    n_blocks: int | None = params.n_blocks()
-    solver: str = params.solver()
-    cg_steps: int = params.cg_steps()
-    nonnegative: bool = params.nonnegative()
-    unknown: str = params.unknown()
-    feature_reg: float = params.feature_reg()
 
     def _objective(self) -> Objective:
         return Objective(rank=int(self.rank), reg=float(self.reg), use_biases=False, implicit=True,

@@ -10,11 +10,11 @@ from dmf.engine.validation import ValidationSpec
 from dmf.estimators.base import Estimator, estimator
 from dmf.model import params
 from dmf.model.fitted import FittedModel
-from dmf.model.params import param
+from dmf.model.specs import SGDParameters
 
 
 @estimator
-class SGD(Estimator):
+class SGD(Estimator, SGDParameters):
     """Biased matrix factorization by stochastic gradient descent, distributed as DSGD
     (Gemulla et al. 2011) on Dask.
 
@@ -37,26 +37,6 @@ class SGD(Estimator):
 
     {parameters}
     """
-
-    rank: int = params.rank(100)
-    learning_rate: float = param(0.01, "α, the step size of the first epoch.", minimum=0, open_minimum=True)
-    reg: float = param(0.06, "β, the regularization weight on the factors per step.", minimum=0)
-    bias_reg: float = param(0.0, "Regularization weight on the biases per step.", minimum=0)
-    damping: float = param(6.0, "Count-independent penalty on factors: a step on a row with n ratings uses "
-                           "reg + damping/n, so an epoch adds up to dmf.ALS's penalty reg·n + damping.", minimum=0)
-    bias_damping: float = param(2.0, "Count-independent penalty on biases (as damping).", minimum=0)
-    max_iter: int = param(40, "Epochs; one epoch visits every rating once.", minimum=1)
-    schedule: str = param("bold-driver", "'bold-driver' adapts the step after each epoch from the training "
-                          "loss; 'constant' keeps learning_rate.", choices=("bold-driver", "constant"))
-    init_std: float = param(0.1, "Standard deviation of the initial factors (biases start at 0).", minimum=0)
-    grid: int = param(8, "Blocks per side of the DSGD grid (grid x grid cells, grid strata per epoch); at most "
-                      "grid tasks run at once. Part of the model: it sets the visiting order.", minimum=1)
-    seed: int = params.seed()
-    biases: bool = param(True, "Learn the global mean and user and item biases.")
-    unknown: str = params.unknown()
-    clip: bool = param(True, "Clip predictions to the training ratings' range (recommendation scores are not "
-                       "clipped).")
-    feature_reg: float = params.feature_reg()
 
     def check_params(self) -> None:
         super().check_params()

@@ -7,13 +7,12 @@ import dask.dataframe as dd
 from dmf.engine.svd import Projection, fit_svd
 from dmf.engine.validation import ValidationSpec
 from dmf.estimators.base import Estimator, estimator
-from dmf.model import params
 from dmf.model.fitted import FittedModel
-from dmf.model.params import param
+from dmf.model.specs import SVDParameters
 
 
 @estimator
-class SVD(Estimator):
+class SVD(Estimator, SVDParameters):
     """Truncated SVD of the rating matrix (PureSVD, Cremonesi et al. 2010) on Dask.
 
     The users × items matrix ``A`` holds the ratings and 0 for every missing pair (with
@@ -35,18 +34,6 @@ class SVD(Estimator):
     """
 
     predicts_ratings = False
-
-    rank: int = params.rank(20)
-    n_iter: int = param(4, "Power (subspace) iterations; each is two passes over the ratings.", minimum=0)
-    oversample: int = param(10, "Extra columns of the random subspace beyond rank (accuracy of the trailing "
-                            "singular vectors).", minimum=0)
-    center: bool = param(False, "Subtract the mean rating from the observed entries (missing ones stay 0) and add "
-                         "it back to predictions.")
-    seed: int = params.seed()
-    n_blocks: int | None = params.n_blocks()
-    unknown: str = params.unknown()
-    clip: bool = param(False, "Clip predictions to the training ratings' range.")
-    feature_reg: float = params.feature_reg()
 
     def _fit(self, ratings: dd.DataFrame, *, client, warm_start: FittedModel | None,
              validation: ValidationSpec | None = None) -> FittedModel:

@@ -105,19 +105,25 @@ def chosen_estimator(argv: list[str] | None) -> str:
 
 def add_estimator_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> type:
     """``--estimator {als,implicit,nmf,sgd,svd}`` and the chosen estimator's parameters as options
-    (derived from its parameter spec); returns the estimator class."""
-    from dmf.estimators import ESTIMATORS
+    (derived from its parameter spec, :mod:`dmf.model.specs`, without importing Dask); returns
+    the chosen estimator's parameters class (:func:`estimator_class` gives the estimator)."""
+    from dmf.model.specs import PARAMETERS
 
-    name = chosen_estimator(argv)
-    class_name, defaults = ESTIMATOR_CHOICES[name]
+    class_name, defaults = ESTIMATOR_CHOICES[chosen_estimator(argv)]
     parser.add_argument("--estimator", choices=sorted(ESTIMATOR_CHOICES), default="als",
                         help="what to train: ALS with biases, implicit-feedback ALS, ALS with nonnegative "
                         "factors, biased SGD (DSGD) or truncated SVD (PureSVD); '--estimator NAME --help' lists that "
                         "estimator's parameters")
-    estimator_class = ESTIMATORS[class_name]
-    add_spec_options(parser, estimator_class)
+    add_spec_options(parser, PARAMETERS[class_name], f"model ({class_name} parameters)")
     parser.set_defaults(**defaults)
-    return estimator_class
+    return PARAMETERS[class_name]
+
+
+def estimator_class(args: argparse.Namespace) -> type:
+    """The estimator class ``args.estimator`` names."""
+    from dmf.estimators import ESTIMATORS
+
+    return ESTIMATORS[ESTIMATOR_CHOICES[args.estimator][0]]
 
 
 def spec_values(args: argparse.Namespace, owner: type) -> dict:
@@ -199,6 +205,10 @@ def connect(args: argparse.Namespace) -> Iterator:
     from distributed import Client, LocalCluster
     from distributed.security import Security
 
+    # distributed configures its loggers (INFO, its own handler) when first imported: a run
+    # prints dmf's lines and distributed's warnings only, unless asked for --log-level DEBUG
+    if logging.getLogger("dmf").getEffectiveLevel() > logging.DEBUG:
+        logging.getLogger("distributed").setLevel(logging.WARNING)
     security = None
     tls_files = (args.tls_ca_file, args.tls_cert, args.tls_key)
     configured = Security()  # TLS files may also come from the Dask config (DASK_DISTRIBUTED__COMM__TLS__…)

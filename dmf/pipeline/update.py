@@ -18,6 +18,7 @@ from dmf.columns import ITEM, USER
 from dmf.data.ratings import read_ratings
 from dmf.data.splits import random_split
 from dmf.estimators import Estimator
+from dmf.pipeline.config import NightlyConfig
 from dmf.pipeline.home import (
     current_version,
     fingerprint,
@@ -26,7 +27,7 @@ from dmf.pipeline.home import (
     run_locked,
     snapshot_digests,
 )
-from dmf.pipeline.nightly import NightlyConfig, TopK
+from dmf.pipeline.nightly import TopK
 from dmf.pipeline.options import Timer, versions
 from dmf.scheduler import retry_on_worker_loss
 from dmf.stages.metrics import error_totals
