@@ -11,10 +11,14 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import dask
-from distributed import Client, as_completed, default_client, futures_of, wait
+from distributed import Client, default_client, futures_of, wait
 from distributed.client import FuturesCancelledError
 from distributed.comm.core import CommClosedError
+from distributed.diagnostics.progressbar import ProgressBar
 from distributed.scheduler import KilledWorker
+from distributed.utils import LoopRunner
+
+from dmf import progress
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -104,22 +108,50 @@ def persist(collections: list, client: Client | None) -> list:
     return list(dask.persist(*collections))
 
 
+def wait_with_progress(futures: list, what: str) -> None:
+    """Wait for ``futures``; while a terminal shows progress (:mod:`dmf.progress`), the bar of
+    stage ``what`` counts the tasks they depend on, as the scheduler reports them."""
+    if progress.live() and futures:
+        _StageBar(futures, what)  # returns when the tasks are done (or one failed)
+    wait(futures)
+
+
+class _StageBar(ProgressBar):
+    """The scheduler's count of done tasks, drawn as a :mod:`dmf.progress` bar."""
+
+    def __init__(self, futures: list, what: str):
+        self.what = what
+        runner = LoopRunner()
+        super().__init__(futures, None, "200ms", True)
+        runner.run_sync(self.listen)
+
+    def _draw_bar(self, remaining: int, all: int, **kwargs) -> None:  # noqa: A002 - distributed's name
+        progress.advance(self.what, all - remaining, all)
+
+    def _draw_stop(self, **kwargs) -> None:
+        progress.advance(self.what, 1, 1)
+
+
 def persist_with_progress(collection, client: Client | None, what: str):
-    """Persist a collection on the cluster and log ``what: i/n tasks done`` every tenth of its
-    output tasks (a long stage's progress on a terminal or in a cron log)."""
+    """Persist a collection on the cluster and wait for it: a bar on a terminal, one line in a
+    log (``what: N partitions in S s``)."""
     if client is None:
         return dask.persist(collection)[0]
+    started = time.perf_counter()
     persisted = client.persist(collection)
     futures = futures_of(persisted)
-    step = max(1, len(futures) // 10)
-    for done, _ in enumerate(as_completed(futures), start=1):
-        if done % step == 0 or done == len(futures):
-            logger.info("%s: %d/%d tasks done", what, done, len(futures))
+    wait_with_progress(futures, what)
+    logger.info("%s: %d partitions in %.1f s", what, len(futures), time.perf_counter() - started)
     return persisted
 
 
-def compute(collections: list, client: Client | None) -> list:
-    """Compute collections and bring their (small) results to the client."""
+def compute(collections: list, client: Client | None, what: str | None = None) -> list:
+    """Compute collections and bring their (small) results to the client; with ``what``, a
+    terminal shows the stage's progress while it runs."""
+    if client is not None and what is not None and progress.live():
+        results = client.compute(collections)  # futures, and values that were not collections
+        wait_with_progress(futures_of(results), what)
+        return client.gather(results)
     if client is not None:
         return client.compute(collections, sync=True)
     return list(dask.compute(*collections))

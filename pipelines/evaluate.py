@@ -2,14 +2,16 @@
 ranking metrics (precision, recall, NDCG, MAP at k, MRR, hit rate, coverage) of its top-k
 (ranking metrics only for a model whose scores only rank items: ImplicitALS, SVD).
 
-Writes the metrics as JSON to OUTPUT (default: print only), optionally the predictions as
-Parquet.
+Writes the metrics as JSON to OUTPUT (default: print only) and a report beside it
+(OUTPUT with suffix .report.html: the metrics, histograms of the test ratings and of the
+predictions), optionally the predictions as Parquet.
 """
 
 from pathlib import Path
 
 import dmf
 from dmf.pipeline import options as cli
+from dmf.pipeline.report import write_report
 from dmf.storage import atomic_directory, write_json_atomic
 
 
@@ -27,6 +29,8 @@ def main(argv=None) -> int:
     parser.add_argument("--unknown", choices=["bias", "nan", "drop"], help="override the model's unknown-id policy")
     args = cli.parse_args(parser, argv, existing=("model", "test", "exclude"))
     import dask.dataframe as dd  # after the arguments: --help and their errors need no Dask
+
+    from dmf.stages import histograms as dmf_histograms
 
     timer = cli.Timer()
     model = dmf.load(args.model)
@@ -48,6 +52,10 @@ def main(argv=None) -> int:
                 metrics["ranking"] = dmf.ranking_metrics(recommendations, test, k=args.k,
                                                          relevance_threshold=args.relevance_threshold,
                                                          catalog_size=len(model.item_ids_), client=client)
+        histograms = None
+        if args.output:
+            with timer("histograms"):
+                histograms = {**dmf_histograms.rating_histograms(model, test, client=client), "of": "test pairs"}
         if args.predictions:
             with timer("predictions"), atomic_directory(args.predictions, overwrite=True) as staging:
                 model.predict(test, client=client).to_parquet(staging, write_index=False)
@@ -60,7 +68,9 @@ def main(argv=None) -> int:
               f"NDCG@{args.k} {ranking['ndcg@k']:.4f}  MAP@{args.k} {ranking['map@k']:.4f}  MRR {ranking['mrr']:.4f}  "
               f"coverage {ranking['coverage']:.4f} over {ranking['users']} users")
     if args.output:
-        write_json_atomic(args.output, cli.summary(args, metrics=metrics, seconds=timer.seconds))
+        summary = cli.summary(args, metrics=metrics, histograms=histograms, seconds=timer.seconds)
+        write_json_atomic(args.output, summary)
+        write_report(args.output.with_suffix(".report.html"), f"dmf evaluate: {args.model.name}", summary)
     return 0
 
 

@@ -21,12 +21,14 @@ def main(argv=None) -> int:
     parser.add_argument("--snapshot", type=Path, required=True,
                         help="directory of Parquet files with user, item, rating[, timestamp]; new files are added over time")
     parser.add_argument("--home", type=Path, required=True, help="directory holding models/, the lock and last-run.json")
+    parser.add_argument("--test", type=Path, help="Parquet ratings held out for the quality gate and the metrics (e.g. "
+                        "prepare.py's test/) instead of --test-fraction of the snapshot; their pairs never train")
     cli.add_spec_options(parser, NightlyConfig, "run settings", skip=("estimator",))
     parameters = cli.add_estimator_options(parser, argv)
-    args = cli.parse_args(parser, argv, existing=("snapshot",))
+    args = cli.parse_args(parser, argv, existing=("snapshot", "test"))
     from dmf.pipeline.nightly import run_nightly  # after the arguments: --help and their errors need no Dask
 
-    config = NightlyConfig(snapshot=args.snapshot, home=args.home, params=cli.spec_values(args, parameters),
+    config = NightlyConfig(snapshot=args.snapshot, home=args.home, test=args.test, params=cli.spec_values(args, parameters),
                            **cli.spec_values(args, NightlyConfig))
     # the lock first: a second run is refused before it starts a cluster
     with exclusive_lock(args.home / "nightly.lock"), cli.connect(args) as client:

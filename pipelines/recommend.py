@@ -1,14 +1,16 @@
 """Recommend: top-k items for every user (or the listed ones) of a saved model, as Parquet.
 
-Writes OUTPUT (a Parquet directory of user, rank, item, score; atomically) and
-OUTPUT.summary.json beside it. With --similar-items DIR it also writes, for every item of
-the catalog, its k most similar items (item, rank, similar, score; cosine of item factors).
+Writes OUTPUT (a Parquet directory of user, rank, item, score; atomically), and beside it
+OUTPUT.summary.json and OUTPUT.report.html (the catalog coverage). With --similar-items DIR
+it also writes, for every item of the catalog, its k most similar items (item, rank,
+similar, score; cosine of item factors).
 """
 
 from pathlib import Path
 
 import dmf
 from dmf.pipeline import options as cli
+from dmf.pipeline.report import write_report
 from dmf.storage import atomic_directory, write_json_atomic
 
 
@@ -32,6 +34,7 @@ def main(argv=None) -> int:
     import pandas as pd
 
     from dmf.scheduler import persist_with_progress
+    from dmf.stages.histograms import top_k_reach
 
     for output in (args.output, args.similar_items):
         if output is not None and output.exists() and not args.overwrite:
@@ -52,11 +55,13 @@ def main(argv=None) -> int:
             recommendations = persist_with_progress(top_k, client, "top-k")
             recommendations.to_parquet(staging, write_index=False)
             rows = len(recommendations)  # counted from the persisted partitions, not by reading the output back
+            reach = top_k_reach(recommendations, len(model.item_ids_), args.k, client=client)
         if args.similar_items is not None:
             with timer("similar items"), atomic_directory(args.similar_items, overwrite=args.overwrite) as staging:
                 model.similar_items(k=args.k, client=client).to_parquet(staging, write_index=False)
-    write_json_atomic(Path(f"{args.output}.summary.json"), cli.summary(args, rows={"recommendations": rows},
-                                                                        seconds=timer.seconds))
+    summary = cli.summary(args, rows={"recommendations": rows}, top_k=reach, seconds=timer.seconds)
+    write_json_atomic(Path(f"{args.output}.summary.json"), summary)
+    write_report(Path(f"{args.output}.report.html"), f"dmf recommend: {args.output.name}", summary)
     print(f"wrote {rows} recommendations to {args.output}")
     return 0
 

@@ -31,6 +31,7 @@ def main(argv=None) -> int:
     parameters = cli.add_estimator_options(parser, argv)
     args = cli.parse_args(parser, argv, existing=("ratings", "warm_start", "validation"))
     estimator_class = cli.estimator_class(args)
+    from dmf.stages.histograms import rating_histograms  # after the arguments: --help needs no Dask
     if args.output.exists() and not args.overwrite:
         raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
     timer = cli.Timer()
@@ -47,8 +48,11 @@ def main(argv=None) -> int:
                 ratings, client=client, validate=False, warm_start=warm_start, validation=args.validation,
                 patience=args.patience)
         model.save(args.output, overwrite=args.overwrite)
+        with timer("report"):  # the report's histograms of the training ratings and their fitted values
+            histograms = {**rating_histograms(model, ratings, client=client), "of": "training ratings"}
     summary = cli.summary(args, rows={"ratings": model.n_ratings_, "users": len(model.user_ids_),
-                                      "items": len(model.item_ids_)}, history=model.history_, seconds=timer.seconds)
+                                      "items": len(model.item_ids_)}, history=model.history_, seconds=timer.seconds,
+                          histograms=histograms)
     write_json_atomic(Path(f"{args.output}.summary.json"), summary)
     write_report(Path(f"{args.output}.report.html"), f"dmf train: {args.output.name}", summary)
     name, value = next((k, v) for k, v in model.history_[-1].items() if k.startswith("train_"))

@@ -11,7 +11,7 @@ from conftest import REPO_ROOT
 PACKAGE = REPO_ROOT / "dmf"
 #: Lower layers first; a module may import only from its own layer or lower ones.
 LAYERS = [
-    {"dmf._lazy", "dmf._version", "dmf.columns", "dmf.errors", "dmf.random", "dmf.storage", "dmf.frames", "dmf.scheduler"},
+    {"dmf._lazy", "dmf._version", "dmf.columns", "dmf.progress", "dmf.errors", "dmf.random", "dmf.storage", "dmf.frames", "dmf.scheduler"},
     {"dmf.data"},
     {"dmf.datasets"},
     {"dmf.model"},

@@ -48,6 +48,8 @@ def test_train_evaluate_recommend_chain(cluster, ratings_dir, tmp_path):
     assert summary["versions"]["dmf"] == dmf.__version__
     report = (tmp_path / "model.report.html").read_text()  # charts drawn from the summary's numbers
     assert report.count("<polyline") == 2 and "train_rmse per epoch" in report and "seconds per stage" in report
+    assert summary["histograms"]["pairs"] == model.n_ratings_ and "ratings (training ratings" in report
+    assert "predictions for the same pairs" in report
 
     evaluated = run_pipeline("evaluate.py", "--scheduler", scheduler, "--model", tmp_path / "model",
                              "--test", ratings_dir, "--output", tmp_path / "metrics.json")
@@ -59,8 +61,13 @@ def test_train_evaluate_recommend_chain(cluster, ratings_dir, tmp_path):
                                "--exclude", ratings_dir, "--k", 3, "--output", tmp_path / "recs",
                                "--similar-items", tmp_path / "similar")
     assert recommended.returncode == 0, recommended.stderr
-    assert re.search(r"top-k: (\d+)/\1 tasks done", recommended.stderr), recommended.stderr  # progress, to the end
+    # not a terminal: one line for the stage, no bar
+    assert len(re.findall(r"top-k: \d+ partitions in [\d.]+ s", recommended.stderr)) == 1, recommended.stderr
+    assert "\r" not in recommended.stderr and "\r" not in trained.stderr
     recs = pd.read_parquet(tmp_path / "recs")
+    reach = json.loads((tmp_path / "recs.summary.json").read_text())["top_k"]
+    assert reach["recommended_items"] == recs["item"].nunique() and reach["catalog_items"] == len(model.item_ids_)
+    assert "catalog coverage" in (tmp_path / "recs.report.html").read_text()
     assert set(recs["user"]) == set(model.user_ids_)
     assert recs.groupby("user").size().max() == 3
     similar = pd.read_parquet(tmp_path / "similar")
@@ -237,3 +244,30 @@ def test_train_records_a_validation_curve(cluster, ratings_dir, tmp_path):
     assert trained.returncode == 0, trained.stderr
     assert "validation_rmse per epoch (validation curve)" in (tmp_path / "model.report.html").read_text()
     assert len(dmf.load(tmp_path / "model").history_) == 3
+
+
+def test_nightly_evaluates_on_a_prepared_test_set(cluster, ratings_dir, tmp_path):
+    """--test: those pairs are held out (never trained on) and are what the metrics score; a
+    published model whose held-out pairs were chosen otherwise is no baseline."""
+    scheduler = cluster.scheduler_address
+    ratings = pd.read_parquet(ratings_dir)
+    test = ratings.sample(frac=0.2, random_state=3)
+    test.to_parquet(tmp_path / "test.parquet")
+    home = tmp_path / "home"
+    hashed = run_pipeline("nightly.py", "--scheduler", scheduler, "--snapshot", ratings_dir, "--home", home,
+                          "--rank", 3, "--max-iter", 2)  # the default: a hashed 10 % of the snapshot
+    assert hashed.returncode == 0, hashed.stderr
+    prepared = run_pipeline("nightly.py", "--scheduler", scheduler, "--snapshot", ratings_dir, "--home", home,
+                            "--test", tmp_path / "test.parquet", "--rank", 3, "--max-iter", 2, "--tolerance", 0)
+    assert prepared.returncode == 0, prepared.stderr  # v1 may have trained on these pairs: not a baseline
+    assert "it may have trained on this run's test pairs" in prepared.stderr
+    summary = json.loads((home / "models" / "v2" / "summary.json").read_text())
+    assert summary["rows"] == {"ratings": len(ratings), "train": len(ratings) - len(test), "test": len(test)}
+    assert summary["warm_start"] is None and summary["published_metrics"] is None
+    model = dmf.load(home / "models" / "v2" / "model")
+    assert model.n_ratings_ == len(ratings) - len(test)
+    predicted = model.predict(test[["user", "item"]], client=None)
+    predicted = (predicted.compute() if hasattr(predicted, "compute") else predicted).merge(test, on=["user", "item"])
+    errors = predicted["prediction"].to_numpy(np.float64) - predicted["rating"].to_numpy(np.float64)
+    assert len(predicted) == len(test)
+    assert summary["metrics"]["rmse"] == pytest.approx(float(np.sqrt(np.mean(errors ** 2))), rel=1e-5)

@@ -11,13 +11,13 @@ import os
 from pathlib import Path
 from typing import Literal
 
-import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from dmf import scheduler
 from dmf.columns import ITEM, RATING, TIMESTAMP, USER
 from dmf.frames import ROWS_PER_PARTITION, as_dask_frame
 
@@ -88,8 +88,9 @@ def read_ratings(
         frame[[USER, ITEM]].assign(occurrences=1).groupby([USER, ITEM])["occurrences"].sum(split_out=frame.npartitions)
     )
     repeated = pair_counts[pair_counts > 1]
-    summary, repeated_total, repeated_rows, repeated_examples = dask.compute(
-        summary_parts, repeated.sum(), repeated.size, repeated.head(_EXAMPLES, npartitions=-1)
+    summary, repeated_total, repeated_rows, repeated_examples = scheduler.compute(
+        [summary_parts, repeated.sum(), repeated.size, repeated.head(_EXAMPLES, npartitions=-1)],
+        scheduler.resolve_client(None), what="ingest",
     )
     _raise_for_problems(summary)
 

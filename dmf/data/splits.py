@@ -142,3 +142,11 @@ def fold_splits(ratings: dd.DataFrame, k: int, seed: int) -> list[tuple[dd.DataF
     marked = mark_fold(ratings, k, seed)
     return [(marked[marked["fold"] != f].drop(columns="fold"), marked[marked["fold"] == f].drop(columns="fold"))
             for f in range(k)]
+
+
+def without_pairs(ratings: dd.DataFrame, held_out: dd.DataFrame) -> dd.DataFrame:
+    """``ratings`` without the rows whose (user, item) pair occurs in ``held_out`` (a prepared
+    test set: its pairs never train)."""
+    marker = held_out[[USER, ITEM]].drop_duplicates().assign(_held_out=True)
+    merged = ratings.merge(marker, on=[USER, ITEM], how="left")
+    return merged[merged["_held_out"].isna()].drop(columns="_held_out")

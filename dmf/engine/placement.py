@@ -9,7 +9,7 @@ import logging
 
 import dask
 
-from dmf import scheduler
+from dmf import progress, scheduler
 from dmf.model.fitted import FittedModel, SeenItems
 
 logger = logging.getLogger(__name__)
@@ -78,6 +78,7 @@ def train_epochs(trainer, max_iter: int, max_recoveries: int, estimator: str, pa
     stopping = _EarlyStopping(patience) if patience is not None else None
     try:
         while trainer.epoch < max_iter:
+            progress.advance("fit", trainer.epoch, max_iter, "epochs")
             try:
                 record = trainer.train_epoch()
                 if stopping is not None and stopping.should_stop(trainer, record):
@@ -100,6 +101,7 @@ def train_epochs(trainer, max_iter: int, max_recoveries: int, estimator: str, pa
                     stopping.resumed_at(trainer.epoch)
         return trainer.result(estimator, params or {})
     finally:
+        progress.advance("fit", max_iter, max_iter, "epochs")
         trainer.close()  # nothing stays on the cluster, whether the fit ends or fails
 
 

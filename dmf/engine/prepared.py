@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 import dask.dataframe as dd
 
-from dmf import scheduler
+from dmf import progress, scheduler
 from dmf.data.ids import IdVocabulary
 from dmf.engine.blocks import build_rating_blocks
 from dmf.engine.layout import BlockLayout
@@ -56,6 +56,8 @@ class PreparedRatings:
         )
         blocks = placement.submit(user_blocks + item_blocks)
         self.user_blocks, self.item_blocks = blocks[: len(user_blocks)], blocks[len(user_blocks) :]
+        if progress.live():  # the bar of the block build; otherwise the first epoch waits for the blocks
+            scheduler.wait_with_progress(blocks, "blocks")
         logger.info("blocking %d ratings of %d users x %d items into %d user and %d item blocks", self.n_ratings,
                     len(self.user_ids), len(self.item_ids), len(self.user_blocks), len(self.item_blocks))
 

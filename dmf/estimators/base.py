@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 import logging
 import os
+import sys
 import warnings
 from collections.abc import Iterable
 from pathlib import Path
@@ -17,7 +18,7 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 
-from dmf import scheduler
+from dmf import progress, scheduler
 from dmf.columns import ITEM, USER
 from dmf.data.features import encode_features
 from dmf.data.ratings import read_ratings
@@ -359,7 +360,7 @@ def _logging_to_stderr(enabled: bool):
     if not enabled:
         yield
         return
-    handler = logging.StreamHandler()
+    handler = progress.ProgressHandler(sys.stderr)  # on a terminal, also the bar of the running stage
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s: %(message)s", "%H:%M:%S"))
     dmf_logger = logging.getLogger("dmf")
     level = dmf_logger.level
@@ -369,6 +370,7 @@ def _logging_to_stderr(enabled: bool):
         yield
     finally:
         dmf_logger.removeHandler(handler)
+        handler.close()
         dmf_logger.setLevel(level)
 
 

@@ -13,13 +13,20 @@ from dmf.pipeline.options import ESTIMATOR_CHOICES
 @dataclass
 class NightlyConfig:
     """What a nightly run reads, trains and keeps: the snapshot, the home directory, the
-    model's parameters and the run settings below (declared once, with their specs: the
-    pipeline's options are derived from them, and values are validated)."""
+    model's parameters, a prepared test set if any, and the run settings below (declared once,
+    with their specs: the pipeline's options are derived from them, and values are validated).
+
+    ``test``: Parquet ratings held out for the quality gate and the metrics instead of the
+    snapshot's hashed ``test_fraction`` (e.g. ``prepare.py``'s ``test/``); the snapshot's
+    ratings of those (user, item) pairs never train.
+    """
 
     snapshot: Path
     home: Path
     params: dict = field(default_factory=dict)
-    test_fraction: float = param(0.1, "Fraction of (user, item) pairs held out for the quality gate and the metrics.",
+    test: Path | None = None
+    test_fraction: float = param(0.1, "Fraction of the snapshot's (user, item) pairs held out for the quality gate and the "
+                                 "metrics, unless a prepared test set is given.",
                                  minimum=0, open_minimum=True, maximum=1)
     split_seed: int = param(0, "Seed of the held-out pairs (a pair's side depends on the seed and the pair only).",
                             minimum=0, maximum=MAX_SEED)
@@ -45,5 +52,5 @@ class NightlyConfig:
 
     def settings(self) -> dict:
         """Everything but the paths and ``force``: what, besides the snapshot, shapes a run's output."""
-        return {"params": self.params,
+        return {"params": self.params, **({"test": str(self.test)} if self.test is not None else {}),
                 **{spec.name: getattr(self, spec.name) for spec in param_specs(self) if spec.name != "force"}}

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from dmf.data.ratings import read_ratings
-from dmf.data.splits import random_split
+from dmf.data.splits import random_split, without_pairs
 from dmf.estimators import ESTIMATORS, Estimator
 from dmf.pipeline.config import NightlyConfig
 from dmf.pipeline.home import (
@@ -25,6 +25,7 @@ from dmf.pipeline.home import (
 )
 from dmf.pipeline.options import ESTIMATOR_CHOICES, Timer, versions
 from dmf.scheduler import persist_with_progress, retry_on_worker_loss
+from dmf.stages.histograms import rating_histograms, top_k_reach
 from dmf.stages.metrics import error_totals
 from dmf.stages.ranking import ranking_metrics
 from dmf.stages.serving import pair_rows
@@ -45,7 +46,9 @@ def run_nightly(config: NightlyConfig, client, *, lock_held: bool = False) -> di
 def _run_locked(config: NightlyConfig, client) -> dict:
     timer = Timer()
     digests = snapshot_digests(config.snapshot)
-    run_fingerprint = fingerprint(digests, config.settings())
+    test_digests = snapshot_digests(config.test) if config.test is not None else {}
+    run_fingerprint = fingerprint({**digests, **{f"test:{name}": d for name, d in test_digests.items()}},
+                                  config.settings())
     published_path = current_version(config.home)
     if (not config.force and published_path is not None
             and published_summary(published_path).get("fingerprint") == run_fingerprint):
@@ -58,9 +61,8 @@ def _run_locked(config: NightlyConfig, client) -> dict:
         ratings = read_ratings(config.snapshot, duplicates=config.duplicates)
         ratings = client.persist(ratings)
         n_ratings = int(ratings.shape[0].compute())
-    # a pair's side depends on (split seed, user, item) only: it stays on its side as the
-    # snapshot grows, so a published model never trained on today's test pairs
-    train, test = random_split(ratings, config.test_fraction, config.split_seed)
+    train, test = held_out_split(ratings, config.test, config.test_fraction, config.split_seed, config.duplicates,
+                                 client)
     class_name, defaults = ESTIMATOR_CHOICES[config.estimator]
     estimator = ESTIMATORS[class_name](**{**defaults, **config.params})
     implicit = not estimator.predicts_ratings  # scores that only rank: gated on NDCG@k
@@ -87,6 +89,9 @@ def _run_locked(config: NightlyConfig, client) -> dict:
         model.model_ = model.model_.replace(seen=model.model_.seen.with_pairs(*pair_rows(model.model_, test, client)))
         top_k = TopK(model, config.k, client)
         top_k.frame()
+    with timer("report"):  # the report's histograms and coverage: one pass over the held-out pairs
+        histograms = {**rating_histograms(model, test, client=client), "of": "held-out pairs"}
+        reach = top_k_reach(top_k.frame(), len(model.item_ids_), config.k, client=client)
     metrics = {**metrics, "ranking": ranking}
     report = {
         "snapshot": str(config.snapshot),
@@ -96,6 +101,8 @@ def _run_locked(config: NightlyConfig, client) -> dict:
         "metrics": metrics,
         "published_metrics": published_metrics,
         "history": model.history_,
+        "histograms": histograms,
+        "top_k": reach,
         "settings": config.settings(),
         "fingerprint": run_fingerprint,
         "snapshot_files": digests,
@@ -112,6 +119,18 @@ def _run_locked(config: NightlyConfig, client) -> dict:
     )
 
 
+def held_out_split(ratings, test: Path | None, test_fraction: float, split_seed: int, duplicates: str,
+                   client) -> tuple:
+    """(train, test) of a run: the prepared ``test`` ratings (their pairs removed from the
+    snapshot's), or else the snapshot's hashed ``test_fraction``: a pair's side depends on
+    (split seed, user, item) only, so it stays on its side as the snapshot grows and a
+    published model never trained on today's test pairs."""
+    if test is None:
+        return random_split(ratings, test_fraction, split_seed)
+    held_out = client.persist(read_ratings(test, duplicates=duplicates))
+    return without_pairs(ratings, held_out), held_out
+
+
 class _Published:
     """The current version's model and its metrics on this run's test pairs."""
 
@@ -125,12 +144,25 @@ def _score(metrics: dict | None, gate: str) -> float | None:
     return metrics["ranking"][gate] if gate in metrics.get("ranking", {}) else metrics.get(gate)
 
 
+#: The settings that choose the held-out pairs: a published model is a baseline only if they are equal.
+_SPLIT_SETTINGS = ("test", "test_fraction", "split_seed")
+
+
 def _load_published(path: Path | None, train, test, config: NightlyConfig, client) -> _Published | None:
     """The published model, evaluated on this run's test pairs (RMSE; for implicit feedback
     the ranking metrics of its top-k without this run's training pairs); None when there is
-    none or when it cannot serve as a baseline (damaged files, NaN factors): then the new
-    model is published without a gate, and the log says why, loudly."""
+    none or when it cannot serve as a baseline (damaged files, NaN factors; held-out pairs
+    chosen otherwise, so that it may have trained on this run's test pairs): then the new
+    model is published without a gate and without warm start, and the log says why, loudly."""
     if path is None:
+        return None
+    split = {key: config.settings().get(key) for key in _SPLIT_SETTINGS}
+    published_settings = published_summary(path).get("settings")
+    published_split = {key: (published_settings or {}).get(key) for key in _SPLIT_SETTINGS}
+    if published_settings is not None and published_split != split:
+        logger.error("the published %s held out other pairs (%s; this run: %s): it may have trained on this run's test "
+                     "pairs, so it is no baseline; publishing without a quality gate and without warm start",
+                     path.name, published_split, split)
         return None
     try:
         model = Estimator.load(path / "model")

@@ -14,6 +14,8 @@ import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from dmf.progress import ProgressHandler
+
 logger = logging.getLogger(__name__)
 
 #: Exit code of a run refused by a check (e.g. the quality gate), as opposed to a crash (1).
@@ -192,7 +194,9 @@ def parse_args(parser: argparse.ArgumentParser, argv: list[str] | None = None,
         path = getattr(args, key, None)
         if path is not None and not Path(path).exists():
             parser.error(f"--{key.replace('_', '-')} {path} does not exist")
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # on a terminal, the running stage's bar stays on the last line below the log lines
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        handlers=[ProgressHandler(sys.stderr)])
     logging.getLogger("dmf").setLevel(args.log_level.upper())
     # distributed announces every P2P shuffle's start and end at WARNING: not a problem of the run
     logging.getLogger("distributed.shuffle").setLevel(logging.ERROR)

@@ -1,6 +1,8 @@
 """A run report people would rather look at than read: ``report.html`` beside a run's JSON
-summary, with static SVG charts drawn here (no plotting library): the training metric and
-the seconds of each epoch, the seconds of each stage, and the run's metrics as a table."""
+summary, with static SVG charts drawn here (no plotting library): the training metric (and
+validation curves) and the seconds of each epoch, the seconds of each stage, histograms of
+the ratings and the predictions, the top-k's catalog coverage, and the metrics as a table.
+Each part is drawn when the summary has its numbers."""
 
 from __future__ import annotations
 
@@ -32,7 +34,7 @@ def line_chart(title: str, values: list[float], x_label: str = "epoch") -> str:
             f'{len(values)}</text></svg><figcaption>{html.escape(title)}</figcaption></figure>')
 
 
-def bar_chart(title: str, values: dict[str, float]) -> str:
+def bar_chart(title: str, values: dict[str, float], unit: str = "s") -> str:
     """An SVG horizontal bar chart of named values (seconds per stage)."""
     values = {k: v for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
     if not values:
@@ -43,10 +45,52 @@ def bar_chart(title: str, values: dict[str, float]) -> str:
     bars = "".join(
         f'<text x="4" y="{i * row + 16}" font-size="12">{html.escape(name)}</text>'
         f'<rect x="140" y="{i * row + 4}" width="{(_WIDTH - 220) * value / longest:.1f}" height="14" fill="#ff7f0e"/>'
-        f'<text x="{146 + (_WIDTH - 220) * value / longest:.1f}" y="{i * row + 16}" font-size="12">{value:.2f} s</text>'
+        f'<text x="{146 + (_WIDTH - 220) * value / longest:.1f}" y="{i * row + 16}" font-size="12">{value:.4g} {unit}</text>'
         for i, (name, value) in enumerate(values.items()))
     return (f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{height}" role="img">'
             f'<title>{html.escape(title)}</title>{bars}</svg><figcaption>{html.escape(title)}</figcaption></figure>')
+
+
+def histogram_chart(title: str, edges: list[float], counts: list[int] | None) -> str:
+    """An SVG histogram: a bar per bin of ``edges`` (``len(edges) - 1`` counts)."""
+    if not counts or not any(counts):
+        return ""
+    tallest = max(counts)
+    step = (_WIDTH - 2 * _PAD) / len(counts)
+    bars = "".join(
+        f'<rect x="{_PAD + i * step:.1f}" y="{_HEIGHT - _PAD - (_HEIGHT - 2 * _PAD) * count / tallest:.1f}" '
+        f'width="{max(step - 1, 1):.1f}" height="{(_HEIGHT - 2 * _PAD) * count / tallest:.1f}" fill="#2ca02c">'
+        f'<title>{edges[i]:.3g} to {edges[i + 1]:.3g}: {count}</title></rect>'
+        for i, count in enumerate(counts))
+    return (f'<figure><svg xmlns="http://www.w3.org/2000/svg" width="{_WIDTH}" height="{_HEIGHT}" role="img">'
+            f'<title>{html.escape(title)}</title><rect width="100%" height="100%" fill="white" stroke="#ccc"/>{bars}'
+            f'<text x="4" y="{_PAD}" font-size="11">{tallest}</text>'
+            f'<text x="{_PAD}" y="{_HEIGHT - 8}" font-size="11">{edges[0]:.3g}</text>'
+            f'<text x="{_WIDTH - _PAD}" y="{_HEIGHT - 8}" font-size="11" text-anchor="end">{edges[-1]:.3g}</text>'
+            f'</svg><figcaption>{html.escape(title)}</figcaption></figure>')
+
+
+def _histograms(histograms: dict | None) -> list[str]:
+    if not histograms:
+        return []
+    parts = [histogram_chart(f"ratings ({histograms.get('of', 'pairs')}: {histograms['pairs']})", histograms["edges"],
+                             histograms["ratings"])]
+    if histograms.get("predictions"):
+        parts.append(histogram_chart("predictions for the same pairs", histograms["edges"], histograms["predictions"]))
+    return parts
+
+
+def _coverage(top_k: dict | None) -> list[str]:
+    """The top-k's catalog coverage: items recommended to anyone, and to how many users each."""
+    if not top_k:
+        return []
+    share = top_k["recommended_items"] / top_k["catalog_items"] if top_k["catalog_items"] else 0.0
+    parts = [bar_chart(f"top-{top_k['k']} catalog coverage: {share:.1%} of the items are recommended to someone",
+                       {"catalog": top_k["catalog_items"], "recommended": top_k["recommended_items"]}, unit="items")]
+    reach = top_k.get("users_per_item")
+    if reach:
+        parts.append(histogram_chart("users each recommended item is recommended to", reach["edges"], reach["counts"]))
+    return parts
 
 
 def _metrics_table(metrics: dict, prefix: str = "") -> str:
@@ -73,6 +117,8 @@ def write_report(path: Path, title: str, summary: dict) -> Path:
         parts.append(line_chart("seconds per epoch (epoch 1 includes building the blocks)",
                                 [record.get("seconds") for record in history]))
     parts.append(bar_chart("seconds per stage", summary.get("seconds") or {}))
+    parts.extend(_histograms(summary.get("histograms")))
+    parts.extend(_coverage(summary.get("top_k")))
     table = _metrics_table({"metrics": summary.get("metrics"), "published": summary.get("published_metrics"),
                             "rows": summary.get("rows")})
     if table:

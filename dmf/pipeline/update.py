@@ -10,13 +10,13 @@ side) instead of retraining, so it runs in seconds; the next nightly retrains ev
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import dask.dataframe as dd
 import numpy as np
 
 from dmf.columns import ITEM, USER
 from dmf.data.ratings import read_ratings
-from dmf.data.splits import random_split
 from dmf.estimators import Estimator
 from dmf.pipeline.config import NightlyConfig
 from dmf.pipeline.home import (
@@ -27,7 +27,7 @@ from dmf.pipeline.home import (
     run_locked,
     snapshot_digests,
 )
-from dmf.pipeline.nightly import TopK
+from dmf.pipeline.nightly import TopK, held_out_split
 from dmf.pipeline.options import Timer, versions
 from dmf.scheduler import retry_on_worker_loss
 from dmf.stages.metrics import error_totals
@@ -71,6 +71,7 @@ def _update_locked(config: NightlyConfig, client) -> dict:
     # the split and ingest settings are the published version's: its held-out pairs stay held out
     settings = summary.get("settings", {})
     split = {name: settings.get(name, getattr(config, name)) for name in ("test_fraction", "split_seed", "duplicates")}
+    held_out = Path(settings["test"]) if settings.get("test") else None
     published = Estimator.load(published_path / "model")
     if not published.predicts_ratings:
         raise ValueError(f"{published_path.name} holds an {type(published).__name__} model, whose scores only rank: "
@@ -80,7 +81,8 @@ def _update_locked(config: NightlyConfig, client) -> dict:
         fresh = dd.read_parquet([str(config.snapshot / name) for name in new_files])
         affected = np.asarray(fresh[USER].unique().compute())
         new_items = np.setdiff1d(np.asarray(fresh[ITEM].unique().compute()), np.asarray(published.item_ids_))
-    train, test = random_split(ratings, split["test_fraction"], split["split_seed"])
+    train, test = held_out_split(ratings, held_out, split["test_fraction"], split["split_seed"], split["duplicates"],
+                                 client)
     with timer("fold-in"):
         # new items first (from the users the model knows), then the users, whose ratings of the
         # new items now count, then the new items again (now also from the new users)
@@ -103,7 +105,8 @@ def _update_locked(config: NightlyConfig, client) -> dict:
         model.model_ = model.model_.replace(seen=model.model_.seen.with_pairs(*pair_rows(model.model_, sample, client)))
         top_k = TopK(model, config.k, client)
         top_k.frame()
-    settings = {**config.settings(), **split, "estimator": settings.get("estimator", "als"),
+    settings = {**config.settings(), **split, **({"test": str(held_out)} if held_out is not None else {}),
+                "estimator": settings.get("estimator", "als"),
                 "params": model.get_params()}
     report = {
         "kind": "update", "base": published_path.name, "snapshot": str(config.snapshot), "new_files": new_files,

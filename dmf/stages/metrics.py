@@ -118,7 +118,7 @@ def error_totals(model_or_predictions, test: pd.DataFrame | dd.DataFrame, *, cli
         def evaluate():  # the model is broadcast anew on each attempt
             model_key = scheduler.broadcast(model.without_seen(), client)
             partials = test.map_partitions(_model_partials, model_key, unknown, clip, meta=_PARTIAL_META)
-            return scheduler.compute([partials.sum()], client)[0]
+            return scheduler.compute([partials.sum()], client, what="evaluation")[0]
 
         totals = scheduler.retry_on_worker_loss(evaluate, "evaluation", client)
         from_model = True

@@ -222,7 +222,7 @@ def ranking_metrics(
     cutoff = k if k is not None else ranked[RANK].max()
     partials = by_user.map_partitions(ranking_partials_for_users, cutoff, precision_denominator, meta=_PARTIAL_META)
     totals, recommended_items, cutoff, catalog_items = scheduler.compute(
-        [partials.sum(), ranked[ITEM].nunique(split_out=1), cutoff, catalog_items], client
+        [partials.sum(), ranked[ITEM].nunique(split_out=1), cutoff, catalog_items], client, what="ranking metrics"
     )
     users = int(totals["users"])
     if users == 0:
