@@ -15,12 +15,12 @@ from dmf._lazy import lazy_exports
 from dmf._version import __version__
 
 __all__ = [
-    "ALS", "SGD", "SVD", "Estimator", "FittedModel", "ImplicitALS", "Metric", "error_totals", "load", "mae", "ranking_metrics",
+    "ALS", "BPMF", "SGD", "SVD", "Estimator", "FittedModel", "ImplicitALS", "Metric", "error_totals", "load", "mae", "ranking_metrics",
     "model_selection", "read_ratings", "rmse", "__version__",
 ]
 # imported on first use, so that ``import dmf.model.specs`` or a pipeline's --help needs no Dask
 __getattr__, __dir__ = lazy_exports(globals(), {
-    "ALS": "dmf.estimators", "SGD": "dmf.estimators", "SVD": "dmf.estimators", "Estimator": "dmf.estimators",
+    "ALS": "dmf.estimators", "BPMF": "dmf.estimators", "SGD": "dmf.estimators", "SVD": "dmf.estimators", "Estimator": "dmf.estimators",
     "ImplicitALS": "dmf.estimators", "load": "dmf.estimators", "FittedModel": "dmf.model",
     "Metric": "dmf.stages.metrics", "error_totals": "dmf.stages.metrics", "mae": "dmf.stages.metrics",
     "rmse": "dmf.stages.metrics", "ranking_metrics": "dmf.stages.ranking", "read_ratings": "dmf.data.ratings",

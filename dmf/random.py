@@ -30,6 +30,9 @@ SGD_ORDER_STREAM = 0x56D1
 STRATUM_STREAM = 0x56D2
 #: SVD: the random test matrix of the range finder.
 SVD_TEST_STREAM = 0x5FD0
+#: BPMF: the noise of the Gibbs draws, stream ``BPMF_NOISE_STREAM + 2·sweep + side`` (above
+#: every other stream for any number of sweeps below 2**40).
+BPMF_NOISE_STREAM = 0xB9F0 << 40
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -1,4 +1,4 @@
-"""Train: fit an estimator (--estimator als, implicit, nmf, sgd or svd) on a Parquet ratings table and
+"""Train: fit an estimator (--estimator als, implicit, nmf, sgd, svd or bpmf) on a Parquet ratings table and
 save the model directory.
 
 Writes OUTPUT (a dmf model directory, atomically), OUTPUT.summary.json beside it and
@@ -55,8 +55,8 @@ def main(argv=None) -> int:
                           histograms=histograms)
     write_json_atomic(Path(f"{args.output}.summary.json"), summary)
     write_report(Path(f"{args.output}.report.html"), f"dmf train: {args.output.name}", summary)
-    name, value = next((k, v) for k, v in model.history_[-1].items() if k.startswith("train_"))
-    print(f"saved {args.output}: {type(model).__name__} {name} {value:.4f} after {len(model.history_)} epochs")
+    metric = next((f" {k} {v:.4f}" for k, v in model.history_[-1].items() if k.startswith("train_")), "")
+    print(f"saved {args.output}: {type(model).__name__}{metric} after {len(model.history_)} epochs")
     return 0
 
 

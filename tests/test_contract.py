@@ -27,3 +27,7 @@ class TestSVD(EstimatorContract):
 
 class TestCentredSVD(EstimatorContract):
     estimator_class, defaults = dmf.SVD, {"rank": 4, "n_iter": 2, "center": True}
+
+
+class TestBPMF(EstimatorContract):
+    estimator_class, defaults = dmf.BPMF, {"rank": 4, "n_samples": 5, "burn_in": 2}

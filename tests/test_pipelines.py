@@ -161,13 +161,19 @@ def test_every_estimator_trains_in_the_pipelines(cluster, ratings_dir, tmp_path)
     assert type(dmf.load(home / "models" / "current" / "model")) is dmf.ImplicitALS
 
 
-def test_sgd_trains_and_svd_runs_nightly_in_the_pipelines(cluster, ratings_dir, tmp_path):
+def test_sgd_and_bpmf_train_and_svd_runs_nightly_in_the_pipelines(cluster, ratings_dir, tmp_path):
     scheduler = cluster.scheduler_address
     trained = run_pipeline("train.py", "--scheduler", scheduler, "--estimator", "sgd", "--ratings", ratings_dir,
                            "--output", tmp_path / "sgd", "--rank", 3, "--max-iter", 2, "--grid", 2)
     assert trained.returncode == 0, trained.stderr
     sgd = dmf.load(tmp_path / "sgd")
     assert type(sgd) is dmf.SGD and sgd.grid == 2 and len(sgd.history_) == 2
+    trained = run_pipeline("train.py", "--scheduler", scheduler, "--estimator", "bpmf", "--ratings", ratings_dir,
+                           "--output", tmp_path / "bpmf", "--rank", 3, "--n-samples", 2, "--burn-in", 1)
+    assert trained.returncode == 0, trained.stderr
+    bpmf = dmf.load(tmp_path / "bpmf")
+    assert type(bpmf) is dmf.BPMF and bpmf.n_samples == 2 and len(bpmf.history_) == 3
+    assert "saved" in trained.stdout and "after 3 epochs" in trained.stdout
     nightly = run_pipeline("nightly.py", "--scheduler", scheduler, "--estimator", "svd", "--snapshot", ratings_dir,
                            "--home", tmp_path / "home", "--rank", 3, "--n-iter", 1)
     assert nightly.returncode == 0, nightly.stderr

@@ -214,7 +214,10 @@ def aligned_empty_float32(shape: tuple) -> np.ndarray:
     return raw[offset : offset + size * 4].view(np.float32).reshape(shape)
 
 
-def _solve_batch(block, design, targets, weights, rows, length, options, initial) -> np.ndarray:
+def gathered_rows(block: RatingBlock, design: np.ndarray, targets: np.ndarray, rows: np.ndarray, length: int,
+                  weights: np.ndarray | None = None) -> tuple:
+    """The other-side rows of ``rows``' ratings, padded to ``length`` with the all-zero last row
+    of ``design``: ``(gathered (m, L, width), Σ target·x per row (m, width), weights (m, L) or None)``."""
     counts = block.counts[rows]
     offsets = np.arange(length)
     valid = offsets[None, :] < counts[:, None]
@@ -222,8 +225,13 @@ def _solve_batch(block, design, targets, weights, rows, length, options, initial
     gathered = design[np.where(valid, block.cols[positions], len(design) - 1)]  # (m, L, width)
     rhs_values = np.where(valid, targets[positions], 0.0)  # (m, L)
     row_weights = None if weights is None else np.where(valid, weights[positions], 0.0)
-    transposed = gathered.transpose(0, 2, 1)
-    rhs = np.matmul(transposed, rhs_values[:, :, None])[:, :, 0]  # (m, width)
+    rhs = np.matmul(gathered.transpose(0, 2, 1), rhs_values[:, :, None])[:, :, 0]  # (m, width)
+    return gathered, rhs, row_weights
+
+
+def _solve_batch(block, design, targets, weights, rows, length, options, initial) -> np.ndarray:
+    counts = block.counts[rows]
+    gathered, rhs, row_weights = gathered_rows(block, design, targets, rows, length, weights)
     penalty = counts[:, None] * options.reg[None, :] + options.damping[None, :]  # (m, width)
     if options.solver == "cg-numpy" and not options.nonnegative:
         start = np.zeros_like(rhs) if initial is None else initial

@@ -8,6 +8,7 @@ import contextlib
 import logging
 
 import dask
+import distributed
 
 from dmf import progress, scheduler
 from dmf.model.fitted import FittedModel, SeenItems
@@ -44,6 +45,11 @@ class Placement:
         if self.client is not None:
             return self.client.compute(delayed_objects)
         return list(dask.compute(*delayed_objects))
+
+    def wait(self, futures: list) -> None:
+        """Return when the futures are done (at once without a cluster: those are values)."""
+        if self.client is not None:
+            distributed.wait(futures)
 
     def gather(self, futures: list) -> list:
         """Values of what :meth:`submit` returned."""

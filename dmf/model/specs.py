@@ -103,6 +103,23 @@ class SVDParameters:
     feature_reg: float = params.feature_reg()
 
 
+@dataclass(**_PARAMETERS)
+class BPMFParameters:
+    """The parameters of :class:`dmf.BPMF`."""
+
+    rank: int = params.rank(30)
+    n_samples: int = param(180, "Gibbs sweeps averaged into the model after the burn-in (the posterior mean of "
+                           "the predictions).", minimum=1)
+    burn_in: int = param(20, "Gibbs sweeps discarded before the samples are averaged.", minimum=0)
+    alpha: float = param(1.5, "α, the precision of the rating noise (1/σ²).", minimum=0, open_minimum=True)
+    seed: int = params.seed()
+    n_blocks: int | None = params.n_blocks()
+    unknown: str = params.unknown()
+    clip: bool = param(True, "Clip predictions to the training ratings' range (recommendation scores are not "
+                       "clipped).")
+    feature_reg: float = params.feature_reg()
+
+
 #: The parameters of each estimator, by the estimator's class name.
 PARAMETERS: dict[str, type] = {"ALS": ALSParameters, "ImplicitALS": ImplicitALSParameters, "SGD": SGDParameters,
-                               "SVD": SVDParameters}
+                               "SVD": SVDParameters, "BPMF": BPMFParameters}

@@ -42,8 +42,8 @@ class NightlyConfig:
     force: bool = param(False, "Retrain even if the snapshot and settings are those of the current version.")
     estimator: str = param("als", "What to train: 'als' (explicit ratings, biases), 'implicit' (implicit-feedback "
                            "ALS, gated on NDCG@k instead of RMSE), 'nmf' (ALS with nonnegative factors), 'sgd' "
-                           "(biased SGD matrix factorization, DSGD) or 'svd' (truncated SVD, PureSVD; gated on "
-                           "NDCG@k).",
+                           "(biased SGD matrix factorization, DSGD), 'bpmf' (Bayesian MF by Gibbs sampling) or "
+                           "'svd' (truncated SVD, PureSVD; gated on NDCG@k).",
                            choices=tuple(ESTIMATOR_CHOICES))
 
     def __post_init__(self) -> None:

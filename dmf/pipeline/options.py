@@ -90,7 +90,7 @@ def add_spec_options(parser: argparse.ArgumentParser, owner: type, title: str | 
 #: What the pipelines train, by ``--estimator`` name: the estimator class's name and the
 #: defaults that differ from the class's own.
 ESTIMATOR_CHOICES = {"als": ("ALS", {}), "implicit": ("ImplicitALS", {}), "nmf": ("ALS", {"nonnegative": True}),
-                     "sgd": ("SGD", {}), "svd": ("SVD", {})}
+                     "sgd": ("SGD", {}), "svd": ("SVD", {}), "bpmf": ("BPMF", {})}
 
 
 def chosen_estimator(argv: list[str] | None) -> str:
@@ -106,7 +106,7 @@ def chosen_estimator(argv: list[str] | None) -> str:
 
 
 def add_estimator_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> type:
-    """``--estimator {als,implicit,nmf,sgd,svd}`` and the chosen estimator's parameters as options
+    """``--estimator {als,implicit,nmf,sgd,svd,bpmf}`` and the chosen estimator's parameters as options
     (derived from its parameter spec, :mod:`dmf.model.specs`, without importing Dask); returns
     the chosen estimator's parameters class (:func:`estimator_class` gives the estimator)."""
     from dmf.model.specs import PARAMETERS
@@ -114,7 +114,8 @@ def add_estimator_options(parser: argparse.ArgumentParser, argv: list[str] | Non
     class_name, defaults = ESTIMATOR_CHOICES[chosen_estimator(argv)]
     parser.add_argument("--estimator", choices=sorted(ESTIMATOR_CHOICES), default="als",
                         help="what to train: ALS with biases, implicit-feedback ALS, ALS with nonnegative "
-                        "factors, biased SGD (DSGD) or truncated SVD (PureSVD); '--estimator NAME --help' lists that "
+                        "factors, biased SGD (DSGD), truncated SVD (PureSVD) or Bayesian MF (BPMF, Gibbs sampling; "
+                        "the most accurate, about 20 times ALS's time); '--estimator NAME --help' lists that "
                         "estimator's parameters")
     add_spec_options(parser, PARAMETERS[class_name], f"model ({class_name} parameters)")
     parser.set_defaults(**defaults)
