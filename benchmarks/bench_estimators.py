@@ -5,7 +5,8 @@
   (positives: test ratings >= 4; training items excluded; ``implicit``'s definition);
 - ``epoch``: the ml-20m synthetic split (shared with bench_als.py): seconds per epoch of
   ``SGD`` and of ``ALS`` (CG) at rank 64 in the same run on one cluster, epochs 2.. (epoch 1
-  includes building the blocks), test RMSE of both, and the seconds of an ``SVD`` fit;
+  includes building the blocks), test RMSE of both, the seconds of an ``SVD`` fit and of a
+  ``BPMF`` sweep (rank 30);
 - ``surprise``: the ml-10m synthetic split: ``SGD`` against Surprise's ``SVD`` with the same
   factors, epochs, step size and regularization (constant step), fit seconds and test RMSE;
   Surprise runs in its own interpreter (``--surprise-python``, a venv with scikit-surprise).
@@ -140,6 +141,12 @@ def run_epoch(args, client) -> list[dict]:
     svd = dmf.SVD(rank=64).fit(train, validate=False)
     rows.append({"what": "SVD(rank=64) fit seconds (n_iter 4: 11 passes)",
                  "value": round(time.perf_counter() - started, 1), "users": len(svd.user_ids_)})
+    started = time.perf_counter()
+    bpmf = dmf.BPMF(burn_in=2, n_samples=args.epochs - 2).fit(train, validate=False)
+    sweeps = [record["seconds"] for record in bpmf.history_]
+    rows.append({"what": f"BPMF(rank=30) seconds per sweep (median of sweeps 2..{args.epochs})",
+                 "value": round(statistics.median(sweeps[1:]), 2), "fit_seconds": round(time.perf_counter() - started, 1),
+                 "default_fit_estimate_seconds": round(statistics.median(sweeps[1:]) * 200, 0)})
     return rows
 
 

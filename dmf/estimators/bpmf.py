@@ -27,8 +27,9 @@ class BPMF(Estimator, BPMFParameters):
     as its ``rank`` leading singular triplets, so the fitted model has the ordinary shape
     ``μ + p_u·q_i`` (biases 0) and predicts, ranks, serves and saves like the others.
 
-    Each sweep costs about one exact (Cholesky) ALS epoch; the defaults (200 sweeps) make a
-    fit about 20 times as long as :class:`dmf.ALS`'s. The draws are a function of the seed and
+    A sweep costs more than an ALS epoch (on ml-20m-shaped data 6.6 s at rank 30 against
+    1.4 s for ALS at rank 64), and the defaults run 200 of them: a fit takes 50 to 90 times as
+    long as :class:`dmf.ALS`'s (ml-100k: 28 s against 0.6 s). The draws are a function of the seed and
     the ids only: the same seed gives the same model on any number of blocks or workers.
     ``history_`` records per sweep ``phase`` (burn-in or sample) and ``seconds``.
     ``fit(..., warm_start=)`` is ignored; new users are folded in by the exact ALS solve

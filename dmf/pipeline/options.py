@@ -115,7 +115,7 @@ def add_estimator_options(parser: argparse.ArgumentParser, argv: list[str] | Non
     parser.add_argument("--estimator", choices=sorted(ESTIMATOR_CHOICES), default="als",
                         help="what to train: ALS with biases, implicit-feedback ALS, ALS with nonnegative "
                         "factors, biased SGD (DSGD), truncated SVD (PureSVD) or Bayesian MF (BPMF, Gibbs sampling; "
-                        "the most accurate, about 20 times ALS's time); '--estimator NAME --help' lists that "
+                        "the most accurate, 50 to 90 times ALS's fit time); '--estimator NAME --help' lists that "
                         "estimator's parameters")
     add_spec_options(parser, PARAMETERS[class_name], f"model ({class_name} parameters)")
     parser.set_defaults(**defaults)
