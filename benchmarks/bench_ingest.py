@@ -4,7 +4,9 @@ of many files, the same ratings (read, validate, persist on a 2-worker LocalClus
     python benchmarks/bench_ingest.py                 # ml-20m synthetic train split (18 M ratings)
 
 The one-file copy (1 M-row row groups, as pyarrow writes by default) is made once beside the
-benchmark's split (`_bench_common.prepare_split`). Prints a table and writes JSON (default
+benchmark's split (`_bench_common.prepare_split`). The third layout is a nightly snapshot: the
+one file plus a day's file of new ratings (1 % of the snapshot, a sixth of them re-rating pairs
+already there, with later timestamps), read with ``duplicates="latest"``. Prints a table and writes JSON (default
 ``benchmarks/results/ingest-<scale>.json``).
 """
 
@@ -14,6 +16,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
+
+import pyarrow as pa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _bench_common as common  # noqa: E402
@@ -37,22 +41,54 @@ def main(argv: list[str] | None = None) -> int:
         table = ds.dataset(str(split / "train")).to_table()
         pq.write_table(table, str(one_file) + ".tmp", row_group_size=1_000_000)
         Path(str(one_file) + ".tmp").rename(one_file)
+    snapshot = split / "snapshot-with-a-day"
+    if not snapshot.exists():
+        _write_snapshot_with_a_day(one_file, snapshot)
     rows = []
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
-        for layout, path in (("one file", one_file), ("directory of files", split / "train")):
+        layouts = (("one file", one_file, "error"), ("directory of files", split / "train", "error"),
+                   ("file + a day, re-ratings", snapshot, "latest"))
+        for layout, path, duplicates in layouts:
             for attempt in range(args.repeats):
                 started = time.perf_counter()
-                frame = client.persist(dmf.read_ratings(path))
+                frame = client.persist(dmf.read_ratings(path, duplicates=duplicates))
                 wait(frame)
                 rows.append({"layout": layout, "attempt": attempt + 1, "partitions": frame.npartitions,
-                             "seconds": round(time.perf_counter() - started, 2)})
+                             "seconds": round(time.perf_counter() - started, 2),
+                             "rows": int(client.compute(frame.map_partitions(len).sum()).result())})
                 del frame
     output = common.write_run("ingest", args.scale, rows, args.output)
-    print(f"{'layout':<20} {'attempt':>7} {'partitions':>10} {'seconds':>8}")
+    print(f"{'layout':<26} {'attempt':>7} {'partitions':>10} {'rows':>10} {'seconds':>8}")
     for row in rows:
-        print(f"{row['layout']:<20} {row['attempt']:>7} {row['partitions']:>10} {row['seconds']:>8}")
+        print(f"{row['layout']:<26} {row['attempt']:>7} {row['partitions']:>10} {row['rows']:>10} {row['seconds']:>8}")
     print(f"wrote {output}")
     return 0
+
+
+def _write_snapshot_with_a_day(one_file: Path, snapshot: Path) -> None:
+    """``snapshot/``: the one file with a timestamp column (its row number) and ``day.parquet``,
+    1 % new ratings of which a sixth re-rate existing pairs, all with later timestamps."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(one_file)
+    table = table.append_column("timestamp", pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    rng = np.random.default_rng(17)
+    n_day = table.num_rows // 100
+    users, items = table.column("user").to_numpy(), table.column("item").to_numpy()
+    again = rng.choice(table.num_rows, n_day // 6, replace=False)
+    n_new = n_day - len(again)
+    day = pd.DataFrame({"user": np.concatenate([users[again], rng.choice(users, n_new)]),
+                        "item": np.concatenate([items[again], rng.choice(items, n_new)]),
+                        "rating": rng.integers(1, 6, n_day).astype(np.float32),
+                        "timestamp": np.full(n_day, table.num_rows, dtype=np.int64)})
+    day = day.drop_duplicates(["user", "item"])
+    temporary = snapshot.with_name(snapshot.name + ".tmp")
+    temporary.mkdir()
+    pq.write_table(table, temporary / "part.0.parquet", row_group_size=1_000_000)
+    pq.write_table(pa.Table.from_pandas(day, schema=table.schema, preserve_index=False), temporary / "part.1.parquet")
+    temporary.rename(snapshot)
 
 
 if __name__ == "__main__":

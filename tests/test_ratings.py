@@ -108,3 +108,27 @@ def test_one_large_parquet_file_is_read_in_partitions_of_row_groups(tmp_path, mo
     read = dmf.read_ratings(tmp_path / "one.parquet")
     assert read.npartitions == 4
     pd.testing.assert_frame_equal(read.compute().reset_index(drop=True), frame.astype({"rating": "float32"}))
+
+
+def test_re_ratings_across_partitions_are_counted_and_resolved_as_pandas_does(client):
+    """Duplicates are found by pair hashes and only their rows are shuffled: counts and the
+    resolved table equal a pandas groupby over the whole table."""
+    rng = np.random.default_rng(7)
+    base = pd.DataFrame({"user": rng.integers(0, 400, 6000), "item": rng.integers(0, 300, 6000)})
+    base = base.drop_duplicates(["user", "item"]).reset_index(drop=True)
+    base = base.assign(rating=rng.integers(1, 6, len(base)).astype("float32"),
+                       timestamp=rng.integers(0, 10**6, len(base)))
+    again = base.sample(700, random_state=1).assign(rating=5.0, timestamp=lambda f: f["timestamp"] + 1)
+    thrice = again.head(100).assign(rating=1.0, timestamp=lambda f: f["timestamp"] + 1)
+    frame = pd.concat([base, again, thrice]).sample(frac=1.0, random_state=2).reset_index(drop=True)
+    with pytest.raises(ValueError, match=r"700 \(user, item\) pairs that occur more than once \(800 extra rows\)"):
+        dmf.read_ratings(frame, npartitions=5)
+    ordered = frame.sort_values(["user", "item", "timestamp"])
+    expected = ordered.drop_duplicates(["user", "item"], keep="last").set_index(["user", "item"]).sort_index()
+    latest = dmf.read_ratings(frame, duplicates="latest", npartitions=5).compute()
+    latest = latest.set_index(["user", "item"]).sort_index()
+    assert latest.index.equals(expected.index)
+    np.testing.assert_array_equal(latest["rating"].to_numpy(), expected["rating"].to_numpy())
+    assert (latest.loc[thrice.set_index(["user", "item"]).index, "rating"] == 1.0).all()
+    mean = dmf.read_ratings(frame, duplicates="mean", npartitions=5).compute().set_index(["user", "item"]).sort_index()
+    np.testing.assert_allclose(mean["rating"].to_numpy(), frame.groupby(["user", "item"])["rating"].mean().sort_index())

@@ -23,13 +23,22 @@ def sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values([USER, ITEM], ignore_index=True)
 
 
+NETFLIX_PRIZE = (480_189, 17_770, 100_480_507)  # users, movies, ratings of the Netflix Prize training set
+
+
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_presets_have_the_release_counts(name):
-    spec, release = PRESETS[name], RELEASES[name]
-    assert (spec.n_users, spec.n_items, spec.n_ratings) == (release.n_users, release.n_items, release.n_ratings)
-    assert spec.rating_scale == release.rating_scale and spec.rating_step == release.rating_step
+    spec = PRESETS[name]
+    if name == "netflix":
+        expected, scale, step = NETFLIX_PRIZE, (1.0, 5.0), 1.0
+    else:
+        release = RELEASES[name]
+        expected = (release.n_users, release.n_items, release.n_ratings)
+        scale, step = release.rating_scale, release.rating_step
+    assert (spec.n_users, spec.n_items, spec.n_ratings) == expected
+    assert spec.rating_scale == scale and spec.rating_step == step
     counts = user_rating_counts(spec, seed=3)
-    assert counts.sum() == release.n_ratings and len(counts) == release.n_users
+    assert counts.sum() == expected[2] and len(counts) == expected[0]
     assert counts.min() >= 20 and counts.max() <= spec.user_cap
     assert counts.max() > 8 * np.median(counts)  # heavy-tailed activity
 

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
+import dask
 import dask.dataframe as dd
 import numpy as np
 import pandas as pd
@@ -61,8 +62,11 @@ def read_ratings(
     -------
     dask.dataframe.DataFrame
         Columns ``user`` and ``item`` (integers or strings, as given), ``rating`` (float32) and,
-        when present, ``timestamp``. Validation runs eagerly, as one pass over the data (two
-        when ``duplicates`` must be resolved); the returned frame is lazy.
+        when present, ``timestamp``. Validation runs eagerly, as one pass over the data: it
+        checks the values and finds repeated (user, item) pairs by a 64-bit hash of each pair
+        (8 bytes a rating move between workers, no rows). Resolving them moves only the rows of
+        those pairs; the rest stay in their partitions. With ``duplicates="error"`` a second
+        pass counts the repeated pairs exactly for the message. The returned frame is lazy.
 
     Raises
     ------
@@ -83,44 +87,124 @@ def read_ratings(
     frame = _as_dask_frame(source, npartitions)
     frame = _select_and_rename(frame, user=user, item=item, rating=rating, timestamp=timestamp)
 
-    summary_parts = frame.map_partitions(_partition_problems, meta=_PROBLEM_META)
-    pair_counts = (
-        frame[[USER, ITEM]].assign(occurrences=1).groupby([USER, ITEM])["occurrences"].sum(split_out=frame.npartitions)
-    )
-    repeated = pair_counts[pair_counts > 1]
-    summary, repeated_total, repeated_rows, repeated_examples = scheduler.compute(
-        [summary_parts, repeated.sum(), repeated.size, repeated.head(_EXAMPLES, npartitions=-1)],
-        scheduler.resolve_client(None), what="ingest",
+    parts = frame.to_delayed()  # one read of each partition feeds both checks
+    summary = dask.delayed(pd.concat, pure=True)([dask.delayed(_partition_problems, pure=True)(part) for part in parts])
+    summary, repeated_hashes = scheduler.compute(
+        [summary, _repeated_pair_hashes(parts)], scheduler.resolve_client(None), what="ingest",
     )
     _raise_for_problems(summary)
 
     frame = frame.map_partitions(_coerce_ratings, meta=_coerced_meta(frame._meta))
-    n_duplicate_pairs = int(repeated_rows)
-    if n_duplicate_pairs:
-        extra_rows = int(repeated_total) - n_duplicate_pairs
-        examples = ", ".join(f"({u!r}, {i!r}) x{n}" for (u, i), n in repeated_examples.items())
-        if duplicates == "error":
-            raise ValueError(
-                f"ratings hold {n_duplicate_pairs} (user, item) pairs that occur more than once "
-                f"({extra_rows} extra rows), e.g. {examples}; pass duplicates='latest' or "
-                "duplicates='mean' to keep one rating per pair"
-            )
-        if duplicates == "latest" and TIMESTAMP not in frame.columns:
-            raise ValueError(
-                f"ratings hold {n_duplicate_pairs} repeated (user, item) pairs, e.g. {examples}, and "
-                "duplicates='latest' needs a timestamp column to pick one; pass timestamp=<column name> "
-                "or duplicates='mean'"
-            )
-        logger.info(
-            "resolving %d duplicated (user, item) pairs (%d extra rows) by %r",
-            n_duplicate_pairs,
-            extra_rows,
-            duplicates,
+    if not len(repeated_hashes):
+        return frame
+    tagged = frame.map_partitions(_tag_repeated, dask.delayed(repeated_hashes, pure=True),
+                                  meta=frame._meta.assign(**{_REPEATED: pd.Series([], dtype=bool)}))
+    candidates = tagged[tagged[_REPEATED]].drop(columns=_REPEATED)
+    needs_rows = duplicates == "error" or (duplicates == "latest" and TIMESTAMP not in frame.columns)
+    if needs_rows:  # the message names pairs: count the candidates' pairs exactly (a pass over the data)
+        n_duplicate_pairs, extra_rows, examples = _exact_repeats(candidates)
+        if not n_duplicate_pairs:  # equal 64-bit hashes of different pairs
+            return frame
+    else:  # counted by hash: exact unless two different pairs share a 64-bit hash
+        n_duplicate_pairs = len(repeated_hashes)
+        extra_rows = int(repeated_hashes[:, 1].sum()) - n_duplicate_pairs
+    if duplicates == "error":
+        raise ValueError(
+            f"ratings hold {n_duplicate_pairs} (user, item) pairs that occur more than once "
+            f"({extra_rows} extra rows), e.g. {examples}; pass duplicates='latest' or "
+            "duplicates='mean' to keep one rating per pair"
         )
-        frame = frame.shuffle(on=[USER, ITEM]).map_partitions(
-            _resolve_duplicates, duplicates, meta=frame._meta
+    if duplicates == "latest" and TIMESTAMP not in frame.columns:
+        raise ValueError(
+            f"ratings hold {n_duplicate_pairs} repeated (user, item) pairs, e.g. {examples}, and "
+            "duplicates='latest' needs a timestamp column to pick one; pass timestamp=<column name> "
+            "or duplicates='mean'"
         )
-    return frame
+    logger.info("resolving %d duplicated (user, item) pairs (%d extra rows) by %r",
+                n_duplicate_pairs, extra_rows, duplicates)
+    # the rows of other pairs stay where they are; only the candidates move (a pair whose hash
+    # merely collides with another's passes through the resolution unchanged)
+    kept = tagged[~tagged[_REPEATED]].drop(columns=_REPEATED)
+    n_parts = _candidate_partitions(repeated_hashes)
+    resolved = (candidates.repartition(npartitions=1) if n_parts == 1
+                else candidates.shuffle(on=[USER, ITEM], npartitions=n_parts))
+    resolved = resolved.map_partitions(_resolve_duplicates, duplicates, meta=frame._meta)
+    return dd.concat([kept, resolved])
+
+
+def _pair_hashes(part: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each row's (user, item) pair, the same in every process."""
+    return pd.util.hash_pandas_object(part[[USER, ITEM]], index=False).to_numpy()
+
+
+_HASH_BUCKETS = 16
+
+
+def _hash_pieces(part: pd.DataFrame, n_buckets: int) -> list:
+    """A partition's sorted pair hashes cut into ``n_buckets`` equal ranges of the hash space."""
+    hashes = np.sort(_pair_hashes(part))
+    inner = np.array([(b << 64) // n_buckets for b in range(1, n_buckets)], dtype=np.uint64)
+    cuts = np.concatenate([[0], np.searchsorted(hashes, inner), [len(hashes)]])
+    return [hashes[cuts[b]:cuts[b + 1]] for b in range(n_buckets)]
+
+
+def _repeated_in_bucket(*pieces: np.ndarray) -> np.ndarray:
+    """The hashes that occur more than once among one bucket's pieces, with their row counts
+    (``[hash, count]`` rows, uint64)."""
+    hashes = np.sort(np.concatenate(pieces)) if pieces else np.empty(0, np.uint64)
+    same = hashes[1:] == hashes[:-1]
+    values, counts = np.unique(hashes[1:][same], return_counts=True)
+    return np.stack([values, counts.astype(np.uint64) + 1], axis=1)
+
+
+def _repeated_pair_hashes(parts: list):
+    """Delayed sorted array of the pair hashes that occur in more than one row: each partition
+    sends its sorted hashes, 8 bytes a rating, to ``_HASH_BUCKETS`` range buckets; no rows move."""
+    n_buckets = max(1, min(_HASH_BUCKETS, len(parts)))
+    split = dask.delayed(_hash_pieces, nout=n_buckets, pure=True)
+    pieces = [split(part, n_buckets) for part in parts]
+    bucket = dask.delayed(_repeated_in_bucket, pure=True)
+    repeated = [bucket(*[piece[b] for piece in pieces]) for b in range(n_buckets)]
+    return dask.delayed(_joined_repeats, pure=True)(*repeated)
+
+
+def _joined_repeats(*buckets: np.ndarray) -> np.ndarray:
+    joined = np.concatenate(buckets) if buckets else np.empty((0, 2), np.uint64)
+    return joined[np.argsort(joined[:, 0])]
+
+
+_REPEATED = "_dmf_repeated_pair"
+_FILTER_BITS = 22
+
+
+def _tag_repeated(part: pd.DataFrame, repeated: np.ndarray) -> pd.DataFrame:
+    """``part`` with a boolean column: is the row's pair hash among ``repeated``'s hashes. A
+    bitmap of the hashes' low bits rules out almost every row before the exact binary search."""
+    hashes = repeated[:, 0]
+    pair = _pair_hashes(part)
+    bitmap = np.zeros(1 << _FILTER_BITS, dtype=bool)
+    low = np.uint64((1 << _FILTER_BITS) - 1)
+    bitmap[hashes & low] = True
+    maybe = np.flatnonzero(bitmap[pair & low])
+    position = np.minimum(np.searchsorted(hashes, pair[maybe]), len(hashes) - 1)
+    inside = np.zeros(len(part), dtype=bool)
+    inside[maybe[hashes[position] == pair[maybe]]] = True
+    return part.assign(**{_REPEATED: inside})
+
+
+def _exact_repeats(candidates: dd.DataFrame) -> tuple[int, int, str]:
+    """(repeated pairs, extra rows, a few examples) among the candidate rows, counted by pair."""
+    pair_counts = candidates[[USER, ITEM]].assign(occurrences=1).groupby([USER, ITEM])["occurrences"].sum()
+    repeated = pair_counts[pair_counts > 1]
+    total, n_pairs, examples = scheduler.compute(
+        [repeated.sum(), repeated.size, repeated.head(_EXAMPLES, npartitions=-1)],
+        scheduler.resolve_client(None), what="duplicates",
+    )
+    return int(n_pairs), int(total) - int(n_pairs), ", ".join(f"({u!r}, {i!r}) x{n}" for (u, i), n in examples.items())
+
+
+def _candidate_partitions(repeated: np.ndarray) -> int:
+    return max(1, -(-int(repeated[:, 1].sum()) // ROWS_PER_PARTITION))
 
 
 def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
@@ -128,14 +212,11 @@ def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
         path = os.fspath(source)
         if not os.path.exists(path):
             raise FileNotFoundError(f"ratings source {path!r} does not exist")
-        if os.path.isfile(path):
-            # one large file: partitions of whole row groups, about ROWS_PER_PARTITION rows each,
-            # so that every worker reads and validates a share (Dask would read it as one)
-            metadata = pq.ParquetFile(path).metadata
-            if metadata.num_row_groups > 1:
-                groups_per_partition = max(1, round(metadata.num_row_groups * ROWS_PER_PARTITION
-                                                    / max(metadata.num_rows, 1)))
-                return dd.read_parquet(path, split_row_groups=groups_per_partition)
+        groups_per_partition = _row_groups_per_partition(path)
+        if groups_per_partition:
+            # large files: partitions of whole row groups, about ROWS_PER_PARTITION rows each,
+            # so that every worker reads and validates a share (Dask would read a file as one)
+            return dd.read_parquet(path, split_row_groups=groups_per_partition)
         return dd.read_parquet(path)
     if not isinstance(source, (pd.DataFrame, dd.DataFrame)):
         raise TypeError("ratings source must be a Parquet path, a pandas DataFrame or a Dask DataFrame, "
@@ -143,14 +224,28 @@ def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
     return as_dask_frame(source, "ratings source", npartitions)
 
 
+def _parquet_files(root: Path) -> list[Path]:
+    """The data files of a Parquet directory (not hidden, not ``_metadata``-like), sorted."""
+    return sorted(path for path in root.rglob("*") if path.is_file()
+                  and not any(part.startswith((".", "_")) for part in path.relative_to(root).parts))
+
+
+def _row_groups_per_partition(path: str) -> int | None:
+    """Row groups per partition when the largest file of ``path`` (a file or a directory) holds
+    more than 1.5 partitions' rows in several row groups; None otherwise."""
+    files = [Path(path)] if os.path.isfile(path) else _parquet_files(Path(path))
+    largest = max((pq.ParquetFile(file).metadata for file in files), key=lambda meta: meta.num_rows, default=None)
+    if largest is None or largest.num_row_groups < 2 or largest.num_rows <= 1.5 * ROWS_PER_PARTITION:
+        return None
+    return max(1, round(largest.num_row_groups * ROWS_PER_PARTITION / largest.num_rows))
+
+
 def check_file_schemas(directory: str | os.PathLike, columns: list[str], timestamp: str | None) -> None:
     """Every Parquet file of a directory must hold ``columns`` (and ``timestamp`` if any file
     does) with one kind of type each (integer, string, floating): a snapshot that drifts
     (a new file without timestamps, ids that became strings) is refused naming the file."""
     root = Path(directory)
-    files = sorted(path for path in root.rglob("*") if path.is_file()
-                   and not any(part.startswith((".", "_")) for part in path.relative_to(root).parts))
-    schemas = {path: pq.read_schema(path) for path in files}
+    schemas = {path: pq.read_schema(path) for path in _parquet_files(root)}
     wanted = list(columns)
     if timestamp is not None and any(timestamp in schema.names for schema in schemas.values()):
         wanted.append(timestamp)

@@ -75,7 +75,7 @@ def prepare_dataset(
         MovieLens folder, zip or release name; a CSV file (header row; columns named by
         ``columns``); or a Parquet file or folder. Exclusive with ``synthetic``.
     synthetic, synthetic_overrides
-        Preset of :func:`dmf.datasets.generate_ratings` (``"ml-100k"`` .. ``"ml-25m"``) and
+        Preset of :func:`dmf.datasets.generate_ratings` (``"ml-100k"`` .. ``"ml-25m"``, ``"netflix"``) and
         :class:`~dmf.datasets.SyntheticSpec` fields to override.
     seed
         Seed of the synthetic data and of the random split.

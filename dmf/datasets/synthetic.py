@@ -116,11 +116,14 @@ PRESETS: dict[str, SyntheticSpec] = {
     "ml-10m": SyntheticSpec(69_878, 10_677, 10_000_054, time_range=(789_652_009, 1_231_131_736)),
     "ml-20m": SyntheticSpec(138_493, 26_744, 20_000_263, time_range=(789_652_004, 1_427_784_002)),
     "ml-25m": SyntheticSpec(162_541, 59_047, 25_000_095, time_range=(789_652_009, 1_574_327_703)),
+    # the Netflix Prize set's shape: 1-5 stars, 1999-11-11 .. 2005-12-31
+    "netflix": SyntheticSpec(480_189, 17_770, 100_480_507, rating_scale=(1.0, 5.0), rating_step=1.0,
+                             time_range=(942_278_400, 1_136_073_599)),
 }
 
 
 def synthetic_spec(preset: str | None = None, **overrides) -> SyntheticSpec:
-    """A :class:`SyntheticSpec` from a preset name (``"ml-100k"`` ... ``"ml-25m"``) and overrides."""
+    """A :class:`SyntheticSpec` from a preset name (``"ml-100k"`` ... ``"ml-25m"``, ``"netflix"``) and overrides."""
     if preset is None:
         return SyntheticSpec(**overrides)
     if preset not in PRESETS:
