@@ -29,21 +29,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(argv)
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
     from distributed import Client, LocalCluster, wait
 
     import dmf
 
     split = common.prepare_split(args.scale, seed=0, test_fraction=0.1)
-    one_file = split / "train-one-file.parquet"
-    if not one_file.exists():
-        table = ds.dataset(str(split / "train")).to_table()
-        pq.write_table(table, str(one_file) + ".tmp", row_group_size=1_000_000)
-        Path(str(one_file) + ".tmp").rename(one_file)
-    snapshot = split / "snapshot-with-a-day"
-    if not snapshot.exists():
-        _write_snapshot_with_a_day(one_file, snapshot)
+    one_file = one_file_copy(split)
+    snapshot = snapshot_with_a_day(split)
     rows = []
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
         layouts = (("one file", one_file, "error"), ("directory of files", split / "train", "error"),
@@ -63,6 +55,27 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['layout']:<26} {row['attempt']:>7} {row['partitions']:>10} {row['rows']:>10} {row['seconds']:>8}")
     print(f"wrote {output}")
     return 0
+
+
+def snapshot_with_a_day(split: Path) -> Path:
+    """``split/snapshot-with-a-day`` (made once): see :func:`_write_snapshot_with_a_day`."""
+    snapshot = split / "snapshot-with-a-day"
+    if not snapshot.exists():
+        _write_snapshot_with_a_day(one_file_copy(split), snapshot)
+    return snapshot
+
+
+def one_file_copy(split: Path) -> Path:
+    """``split/train-one-file.parquet`` (made once): the training ratings in 1 M-row row groups."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    one_file = split / "train-one-file.parquet"
+    if not one_file.exists():
+        table = ds.dataset(str(split / "train")).to_table()
+        pq.write_table(table, str(one_file) + ".tmp", row_group_size=1_000_000)
+        Path(str(one_file) + ".tmp").rename(one_file)
+    return one_file
 
 
 def _write_snapshot_with_a_day(one_file: Path, snapshot: Path) -> None:

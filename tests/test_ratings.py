@@ -108,6 +108,14 @@ def test_one_large_parquet_file_is_read_in_partitions_of_row_groups(tmp_path, mo
     read = dmf.read_ratings(tmp_path / "one.parquet")
     assert read.npartitions == 4
     pd.testing.assert_frame_equal(read.compute().reset_index(drop=True), frame.astype({"rating": "float32"}))
+    # the same file in a snapshot directory beside a day's small file: still split
+    (tmp_path / "snapshot").mkdir()
+    (tmp_path / "one.parquet").rename(tmp_path / "snapshot" / "part.0.parquet")
+    day = pd.DataFrame({"user": [100, 101], "item": [1, 2], "rating": [3.0, 4.0]})
+    pq.write_table(pa.Table.from_pandas(day, preserve_index=False), tmp_path / "snapshot" / "part.1.parquet")
+    read = dmf.read_ratings(tmp_path / "snapshot")
+    assert read.npartitions == 5
+    assert len(read.compute()) == 42
 
 
 def test_re_ratings_across_partitions_are_counted_and_resolved_as_pandas_does(client):

@@ -133,8 +133,12 @@ def read_ratings(
 
 
 def _pair_hashes(part: pd.DataFrame) -> np.ndarray:
-    """A 64-bit hash of each row's (user, item) pair, the same in every process."""
-    return pd.util.hash_pandas_object(part[[USER, ITEM]], index=False).to_numpy()
+    """A 64-bit hash of each row's (user, item) pair, the same in every process and for every
+    integer width (int32 ids hash as int64)."""
+    pairs = part[[USER, ITEM]]
+    widen = {c: "int64" for c in (USER, ITEM) if pd.api.types.is_integer_dtype(pairs[c].dtype)
+             and pairs[c].dtype != "int64"}
+    return pd.util.hash_pandas_object(pairs.astype(widen) if widen else pairs, index=False).to_numpy()
 
 
 _HASH_BUCKETS = 16
