@@ -136,8 +136,8 @@ def _pair_hashes(part: pd.DataFrame) -> np.ndarray:
     """A 64-bit hash of each row's (user, item) pair, the same in every process and for every
     integer width (int32 ids hash as int64)."""
     pairs = part[[USER, ITEM]]
-    widen = {c: "int64" for c in (USER, ITEM) if pd.api.types.is_integer_dtype(pairs[c].dtype)
-             and pairs[c].dtype != "int64"}
+    widen = {c: "int64" for c in (USER, ITEM)  # NumPy integers only: nullable ones may hold NA
+             if isinstance(pairs[c].dtype, np.dtype) and pairs[c].dtype.kind in "iu" and pairs[c].dtype != "int64"}
     return pd.util.hash_pandas_object(pairs.astype(widen) if widen else pairs, index=False).to_numpy()
 
 
