@@ -23,20 +23,16 @@ def sorted_rows(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values([USER, ITEM], ignore_index=True)
 
 
-NETFLIX_PRIZE = (480_189, 17_770, 100_480_507)  # users, movies, ratings of the Netflix Prize training set
+#: (users, items, ratings, rating scale, step) of the data each preset is shaped like: the
+#: GroupLens releases, and the Netflix Prize training set
+REFERENCE = {name: (r.n_users, r.n_items, r.n_ratings, r.rating_scale, r.rating_step) for name, r in RELEASES.items()}
+REFERENCE["netflix"] = (480_189, 17_770, 100_480_507, (1.0, 5.0), 1.0)
 
 
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_presets_have_the_release_counts(name):
-    spec = PRESETS[name]
-    if name == "netflix":
-        expected, scale, step = NETFLIX_PRIZE, (1.0, 5.0), 1.0
-    else:
-        release = RELEASES[name]
-        expected = (release.n_users, release.n_items, release.n_ratings)
-        scale, step = release.rating_scale, release.rating_step
-    assert (spec.n_users, spec.n_items, spec.n_ratings) == expected
-    assert spec.rating_scale == scale and spec.rating_step == step
+    spec, expected = PRESETS[name], REFERENCE[name]
+    assert (spec.n_users, spec.n_items, spec.n_ratings, spec.rating_scale, spec.rating_step) == expected
     counts = user_rating_counts(spec, seed=3)
     assert counts.sum() == expected[2] and len(counts) == expected[0]
     assert counts.min() >= 20 and counts.max() <= spec.user_cap
