@@ -6,7 +6,7 @@ of them. Per fold, the training ratings are blocked once (:func:`dmf.engine.prep
 and every setting of the ALS family (``ALS``, ``ImplicitALS``) fits on those blocks, with the
 fold's test pairs blocked once as its validation set, scored on the workers after every
 epoch; settings run concurrently, at most ``parallelism`` at a time. Other estimators fit
-independently (``SGD`` with the same per-epoch validation; ``SVD``, which has no epochs, is
+independently, one setting at a time (``SGD`` with the same per-epoch validation; ``SVD``, which has no epochs, is
 evaluated after its fit).
 
     search = dmf.model_selection.grid_search(dmf.ALS(), {"rank": [16, 32], "reg": [0.05, 0.1]}, ratings,
@@ -151,7 +151,8 @@ def grid_search(estimator: Estimator, grid: dict[str, list], ratings, *, splits=
         with a rating >= ``relevance_threshold``, all of them by default). Default: RMSE for
         models that predict ratings, NDCG@10 for those whose scores only rank.
     parallelism
-        Settings fitted at the same time (each fit's tasks share the cluster).
+        Settings of the ALS family fitted at the same time (each fit's tasks share the
+        cluster); other estimators' settings are fitted one at a time.
     patience
         Early stopping per fit (see ``fit``); the fold's score is then the best epoch's.
     n_iter
@@ -259,7 +260,11 @@ def _search_fold(estimator, settings, fold, train, test, metric, k, patience, re
                     row["seconds"])
         return row
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, parallelism), thread_name_prefix="dmf-search") as pool:
+    # Other estimators build Dask DataFrame graphs from the fold's shared frames; two threads
+    # lowering one expression can deadlock in Python 3.11's functools.cached_property (its lock
+    # is per attribute, not per object), so they fit one setting at a time.
+    threads = max(1, parallelism) if isinstance(estimator, SHARES_BLOCKS) else 1
+    with concurrent.futures.ThreadPoolExecutor(max_workers=threads, thread_name_prefix="dmf-search") as pool:
         return list(pool.map(run, range(len(settings))))
 
 
