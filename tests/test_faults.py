@@ -8,6 +8,7 @@ tests/test_scoring.py, tests/test_splits.py); the README's reliability table lis
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import logging
 import operator
@@ -19,6 +20,7 @@ import time
 
 import dask
 import dask.dataframe as dd
+import distributed
 import numpy as np
 import pandas as pd
 import pytest
@@ -207,6 +209,69 @@ def test_a_worker_lost_during_early_stopping_keeps_the_same_best_epoch():
     assert len(stormy.history_) == len(calm.history_)
     np.testing.assert_array_equal(stormy.user_factors_, calm.user_factors_)
     np.testing.assert_array_equal(stormy.item_biases_, calm.item_biases_)
+
+
+class _KillAt(logging.Handler):
+    """Kill a worker of ``cluster`` when dmf logs a line starting with ``prefix``."""
+
+    def __init__(self, cluster, prefix: str):
+        super().__init__()
+        self.cluster, self.prefix, self.killed = cluster, prefix, False
+
+    def emit(self, record):
+        if not self.killed and record.getMessage().startswith(self.prefix):
+            self.killed = True
+            self.cluster.kill_worker(0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("estimator", "blocks"), [(dmf.ALS, {"n_blocks": 4}), (dmf.SGD, {"grid": 4})])
+def test_a_worker_lost_while_the_seen_items_are_gathered_gives_the_same_model(estimator, blocks):
+    """The training interactions are gathered in the background from epoch 1 on; a worker
+    killed right then takes some of them with it. The fit recovers and gives the same model
+    (a gather that waited for the lost parts once hung a nightly run)."""
+    ratings = random_ratings(300, 120, 0.1, seed=9)
+    params = {"rank": 4, "max_iter": 4, "seed": 2, **blocks}
+    with SubprocessCluster(n_workers=3) as cluster, Client(cluster.address, timeout="5s") as client:
+        calm = estimator(**params).fit(ratings, client=client)
+        killer = _KillAt(cluster, "epoch 1 ")
+        logging.getLogger("dmf").addHandler(killer)
+        try:
+            stormy = estimator(**params).fit(ratings, client=client)
+        finally:
+            logging.getLogger("dmf").removeHandler(killer)
+    assert killer.killed
+    np.testing.assert_array_equal(stormy.user_factors_, calm.user_factors_)
+    np.testing.assert_array_equal(stormy.item_factors_, calm.item_factors_)
+    model = stormy.model_  # its seen items are exactly the training pairs
+    rows = model.user_ids.index_of(ratings["user"])
+    columns = model.item_ids.index_of(ratings["item"])
+    seen_rows = np.repeat(np.arange(len(model.user_ids)), np.diff(model.seen.indptr))
+    assert sorted(zip(seen_rows.tolist(), model.seen.items.tolist())) == sorted(zip(rows.tolist(), columns.tolist()))
+
+
+@pytest.mark.slow
+def test_a_gather_whose_worker_left_fails_instead_of_waiting_forever():
+    from dmf.engine.placement import Gathering
+
+    with SubprocessCluster(n_workers=2) as cluster, Client(cluster.address, timeout="5s") as client:
+        survivor = cluster.worker_addresses()[1]
+        release = distributed.Event("dmf-test-release", client=client)
+        stuck = client.submit(release.wait, 120, workers=[survivor], pure=False)
+        gathering = Gathering(client, [stuck])
+        with pytest.raises(TimeoutError):  # nothing lost: it keeps waiting
+            gathering.job.result(timeout=1.0)
+        cluster.kill_worker(0)
+        started = time.monotonic()
+        with pytest.raises(concurrent.futures.CancelledError, match="a worker left while gathering 1 results"):
+            gathering.result(grace=1.0)
+        assert time.monotonic() - started < 10
+        gathering.job.exception(timeout=10)  # the background thread is free again
+        assert stuck.status == "cancelled"
+        release.set()
+        # without a lost worker, a gather that takes a while is simply waited for
+        slow = client.submit(time.sleep, 1.5, pure=False)
+        assert Gathering(client, [slow]).result(poll=0.1, grace=0.1) == [None]
 
 
 # -- 9. schema drift in a growing snapshot -----------------------------------------------------

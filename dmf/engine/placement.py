@@ -6,6 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import logging
+import time
 
 import dask
 import distributed
@@ -15,9 +16,46 @@ from dmf.model.fitted import FittedModel, SeenItems
 
 logger = logging.getLogger(__name__)
 
-#: One background thread per process brings the training interactions to the client while
-#: the epochs run (0.2-0.4 s of transfer at 20 M ratings that the fit would otherwise wait for).
-BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="dmf-seen")
+#: Background threads bring the training interactions to the client while the epochs run
+#: (0.2-0.4 s of transfer at 20 M ratings that the fit would otherwise wait for).
+BACKGROUND = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="dmf-seen")
+
+
+class Gathering:
+    """A gather of ``futures`` on a background thread that notices lost workers.
+
+    Futures whose inputs hang under scattered roots on a worker that died can never finish:
+    the scheduler has nothing to recompute them from, and a plain gather would wait forever.
+    :meth:`result` therefore watches the workers present at the start; when one has left and
+    the gather has not finished ``grace`` seconds later, it cancels the futures (which frees
+    the thread) and raises ``concurrent.futures.CancelledError``, a worker failure that the
+    training loop recovers from by rebuilding the blocks.
+    """
+
+    def __init__(self, client, futures: list):
+        self.client, self.futures = client, futures
+        self.workers = set(client.nthreads())
+        self.job = BACKGROUND.submit(client.gather, futures)
+
+    def result(self, poll: float = 0.25, grace: float = 5.0) -> list:
+        left_at = None
+        while True:
+            try:
+                return self.job.result(timeout=poll)
+            except concurrent.futures.TimeoutError:
+                pass
+            if left_at is None and not self.workers <= set(self.client.nthreads()):
+                left_at = time.monotonic()
+            if left_at is not None and time.monotonic() - left_at > grace:
+                self.cancel()
+                raise concurrent.futures.CancelledError(
+                    f"a worker left while gathering {len(self.futures)} results and they did not arrive "
+                    f"within {grace:g} s; their inputs were lost with it")
+
+    def cancel(self) -> None:
+        """Stop waiting (a no-op once the gather is done)."""
+        if not self.job.done():
+            self.client.cancel(self.futures)
 
 
 class Placement:
@@ -52,8 +90,16 @@ class Placement:
             distributed.wait(futures)
 
     def gather(self, futures: list) -> list:
-        """Values of what :meth:`submit` returned."""
-        return self.client.gather(futures) if self.client is not None else list(futures)
+        """Values of what :meth:`submit` returned (a worker failure instead of waiting forever
+        when a worker left with their inputs: see :class:`Gathering`)."""
+        return Gathering(self.client, futures).result() if self.client is not None else list(futures)
+
+
+def dropped(gathering: Gathering | None) -> None:
+    """Cancel ``gathering`` if it still waits (a trainer's background gather of blocks it is
+    about to rebuild or release); None, for the trainer to store."""
+    if gathering is not None:
+        gathering.cancel()
 
 
 def worker_slots(client) -> list[str]:
@@ -83,20 +129,23 @@ def train_epochs(trainer, max_iter: int, max_recoveries: int, estimator: str, pa
     patience = trainer.validation_spec.patience if trainer.validation_spec is not None else None
     stopping = _EarlyStopping(patience) if patience is not None else None
     try:
-        while trainer.epoch < max_iter:
-            progress.advance("fit", trainer.epoch, max_iter, "epochs")
+        while True:
             try:
-                record = trainer.train_epoch()
-                if stopping is not None and stopping.should_stop(trainer, record):
-                    break
+                while trainer.epoch < max_iter:
+                    progress.advance("fit", trainer.epoch, max_iter, "epochs")
+                    record = trainer.train_epoch()
+                    if stopping is not None and stopping.should_stop(trainer, record):
+                        break
+                return trainer.result(estimator, params or {})
             except scheduler.WORKER_FAILURES as failure:
                 scheduler.check_scheduler(trainer.client, failure)
                 recoveries += 1
                 if recoveries > max_recoveries:
                     raise
+                what = f"epoch {trainer.epoch + 1}" if trainer.epoch < max_iter else "gathering the model"
                 logger.warning(
-                    "epoch %d lost data on a failed worker (%s: %s); rebuilding blocks, resuming from epoch %d",
-                    trainer.epoch + 1, type(failure).__name__, failure, trainer.checkpoint["epoch"],
+                    "%s lost data on a failed worker (%s: %s); rebuilding blocks, resuming from epoch %d",
+                    what, type(failure).__name__, failure, trainer.checkpoint["epoch"],
                 )
                 try:
                     trainer.recover()
@@ -105,7 +154,6 @@ def train_epochs(trainer, max_iter: int, max_recoveries: int, estimator: str, pa
                     raise
                 if stopping is not None:
                     stopping.resumed_at(trainer.epoch)
-        return trainer.result(estimator, params or {})
     finally:
         progress.advance("fit", max_iter, max_iter, "epochs")
         trainer.close()  # nothing stays on the cluster, whether the fit ends or fails
@@ -139,19 +187,19 @@ class _EarlyStopping:
         self.since = max(0, epoch - self.best_epoch)
 
 
-def gathered_seen(gathering, submit_parts, placement: Placement) -> SeenItems:
+def gathered_seen(gathering: Gathering | None, submit_parts, placement: Placement) -> SeenItems:
     """The training interactions from per-user-block ``(row pointers, items)`` parts: those of
-    the background gather ``gathering`` (a future, or None), or gathered now from
-    ``submit_parts()`` when there is none or a worker left after it started."""
-    parts = None
+    the background gather ``gathering``, or gathered now from ``submit_parts()`` when there
+    is none or it failed. Raises a worker failure when the blocks themselves were lost (the
+    training loop then rebuilds them and asks again)."""
+    if placement.client is None:
+        return SeenItems.concatenate(submit_parts())  # values
     if gathering is not None:
         try:
-            parts = gathering.result()
-        except scheduler.WORKER_FAILURES:  # the blocks were rebuilt: gather them again
-            parts = None
-    if parts is None:
-        parts = placement.gather(submit_parts())
-    return SeenItems.concatenate(parts)
+            return SeenItems.concatenate(gathering.result())
+        except scheduler.WORKER_FAILURES:  # gather them again from the blocks as they are now
+            pass
+    return SeenItems.concatenate(Gathering(placement.client, submit_parts()).result())
 
 
 def fitted_model(trainer, estimator: str, params: dict | None, n_blocks: int, seen: SeenItems) -> FittedModel:

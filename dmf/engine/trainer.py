@@ -17,7 +17,6 @@ worker costs at most that many epochs, redone from the copy (or from the seed).
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import math
 import time
@@ -30,7 +29,7 @@ import numpy as np
 from dmf import scheduler
 from dmf.engine.blocks import seen_pattern
 from dmf.engine.kernels import kernels_compiled
-from dmf.engine.placement import BACKGROUND, Placement, fitted_model, gathered_seen, restore_best, train_epochs
+from dmf.engine.placement import Gathering, Placement, dropped, fitted_model, gathered_seen, restore_best, train_epochs
 from dmf.engine.prepared import PreparedRatings, prepare_ratings
 from dmf.engine.solve import (
     Objective,
@@ -122,7 +121,7 @@ class BlockedALSTrainer:
                       for side, ids in (("users", self.user_ids), ("items", self.item_ids))}
         # epoch 0: the initial tables, recomputed from the seed (and warm start) when needed
         self.checkpoint = {"epoch": 0, "users": None, "items": None, "history": []}
-        self._seen_gathering: concurrent.futures.Future | None = None
+        self._seen_gathering: Gathering | None = None
         self._restore_checkpoint()
 
     def _use(self, prepared: PreparedRatings) -> None:
@@ -196,7 +195,7 @@ class BlockedALSTrainer:
         if self.client is not None and (self.max_iter is None or self._pending[-1].number < self.max_iter):
             self._submit_epoch()  # one ahead: the workers go on while the client reads this epoch
         epoch = self._pending.pop(0)
-        summaries = self.client.gather(epoch.summaries) if self.client is not None else epoch.summaries
+        summaries = self.placement.gather(epoch.summaries)
         epoch.summaries = []  # released: only the tables of the last epoch done are kept
         n_users = len(epoch.users)
         user_summary, item_summary = add_summaries(summaries[:n_users]), add_summaries(summaries[n_users:])
@@ -223,7 +222,7 @@ class BlockedALSTrainer:
         self.history.append(record)
         self._done = epoch
         if self._seen_gathering is None and self.client is not None and "seen" not in self.prepared.cache:
-            self._seen_gathering = BACKGROUND.submit(self.client.gather, self._seen_parts())
+            self._seen_gathering = Gathering(self.client, self._seen_parts())
         if self.epoch % self.checkpoint_every == 0 or self.epoch == self.max_iter:
             self._save_checkpoint(epoch)
         logger.info("epoch %d %s=%.5f seconds=%.2f", epoch.number, name, value, record["seconds"])
@@ -231,7 +230,7 @@ class BlockedALSTrainer:
 
     def _save_checkpoint(self, epoch: _Epoch) -> None:
         """Copy the epoch's tables to the client (joined per side)."""
-        tables = self.client.gather(epoch.users + epoch.items) if self.client is not None else epoch.users + epoch.items
+        tables = self.placement.gather(epoch.users + epoch.items)
         n_users = len(epoch.users)
         self.checkpoint = {
             "epoch": epoch.number,
@@ -246,10 +245,12 @@ class BlockedALSTrainer:
         self._pending.clear()
         self._latest_users = self._latest_items = self._done = None
         self.user_blocks = self.item_blocks = None
+        self._seen_gathering = dropped(self._seen_gathering)
 
     def recover(self) -> None:
         """Rebuild lost state after a worker failure: blocks from the source, factors from the checkpoint."""
         self._pending.clear()
+        self._seen_gathering = dropped(self._seen_gathering)  # it may wait for blocks lost with the worker
         self.placement.refresh()
         self._use(self.prepared.rebuild(self.placement))
         if self.validation_spec is not None:
