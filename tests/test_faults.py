@@ -225,7 +225,8 @@ class _KillAt(logging.Handler):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("estimator", "blocks"), [(dmf.ALS, {"n_blocks": 4}), (dmf.SGD, {"grid": 4})])
+@pytest.mark.parametrize(("estimator", "blocks"), [
+    (dmf.ALS, {"n_blocks": 4}), (dmf.ALS, {"n_blocks": 4, "exchange": "routed"}), (dmf.SGD, {"grid": 4})])
 def test_a_worker_lost_while_the_seen_items_are_gathered_gives_the_same_model(estimator, blocks):
     """The training interactions are gathered in the background from epoch 1 on; a worker
     killed right then takes some of them with it. The fit recovers and gives the same model

@@ -68,6 +68,9 @@ class RatingBlock:
     def n_rows(self) -> int:
         return len(self.indptr) - 1
 
+    def __sizeof__(self) -> int:  # what Dask counts for memory and transfers (dask.sizeof)
+        return 128 + self.indptr.nbytes + self.cols.nbytes + self.values.nbytes
+
     @property
     def nnz(self) -> int:
         return len(self.cols)

@@ -48,6 +48,17 @@ class PreparedRatings:
         fresh._submit_blocks(placement)
         return fresh
 
+    def routes(self, placement: Placement) -> tuple:
+        """The blocks' routing for routed factor exchange (see :mod:`dmf.engine.routing`),
+        submitted once and shared by every fit on these blocks: ``(compact user blocks, user
+        rows for each item block, compact item blocks, item rows for each user block)``."""
+        if "routes" not in self.cache:
+            from dmf.engine.routing import submit_routes
+
+            self.cache["routes"] = (submit_routes(self.user_blocks, self.item_layout.bounds, placement)
+                                    + submit_routes(self.item_blocks, self.user_layout.bounds, placement))
+        return self.cache["routes"]
+
     def _submit_blocks(self, placement: Placement) -> None:
         client = placement.client
         user_blocks, item_blocks = build_rating_blocks(

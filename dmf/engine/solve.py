@@ -96,6 +96,9 @@ class FactorTable:
     gram: np.ndarray | None = None
     start: int = 0
 
+    def __sizeof__(self) -> int:  # what Dask counts for memory and transfers (dask.sizeof)
+        return 128 + sum(a.nbytes for a in (self.factors, self.biases, self.gram) if a is not None)
+
 
 def initial_factors(id_hashes: np.ndarray, rank: int, seed: int, stream: int, nonnegative: bool = False) -> np.ndarray:
     """Initial factors (float32, (n, rank)): N(0, 1/rank) per entry (absolute values when

@@ -31,6 +31,7 @@ from dmf.engine.blocks import seen_pattern
 from dmf.engine.kernels import kernels_compiled
 from dmf.engine.placement import Gathering, Placement, dropped, fitted_model, gathered_seen, restore_best, train_epochs
 from dmf.engine.prepared import PreparedRatings, prepare_ratings
+from dmf.engine.routing import routes_chosen, solve_routed_block, take_rows, whole_side_gram
 from dmf.engine.solve import (
     Objective,
     add_summaries,
@@ -66,6 +67,7 @@ def fit_als(
     estimator: str = "ALS",
     params: dict | None = None,
     validation: ValidationSpec | None = None,
+    exchange: str = "auto",
 ) -> FittedModel:
     """Factor ``ratings`` (canonical columns, validated) with blocked ALS.
 
@@ -74,13 +76,18 @@ def fit_als(
     from the seed as usual. When a worker dies and takes data with it, training resumes
     from the last checkpoint (the factors copied to the client every ``checkpoint_every``
     epochs, like Spark's checkpoints) on rebuilt blocks, at most ``max_recoveries`` times;
-    the result is the same as without the failure.
+    the result is the same as without the failure. ``exchange`` chooses how the solves receive
+    the other side's factors (``"all"``, ``"routed"``, ``"auto"``: see :mod:`dmf.engine.routing`);
+    the factors are the same either way.
     """
     if not kernels_compiled():
         logger.info("compiling dmf's kernels in each worker: the first fit of an installation spends a few seconds "
                     "more in epoch 1 (numba caches them on disk)")
     trainer = BlockedALSTrainer(ratings, objective, seed=seed, n_blocks=n_blocks, client=client, warm_start=warm_start,
-                                max_iter=max_iter, checkpoint_every=checkpoint_every, validation=validation)
+                                max_iter=max_iter, checkpoint_every=checkpoint_every, validation=validation,
+                                exchange=exchange)
+    if trainer.routes is not None:
+        logger.info("exchanging factors by routes: each solve receives only the rows its block references")
     return train_epochs(trainer, max_iter, max_recoveries, estimator, params)
 
 
@@ -104,9 +111,10 @@ class BlockedALSTrainer:
     def __init__(self, ratings: dd.DataFrame | PreparedRatings, objective: Objective, *, seed: int,
                  n_blocks: int | None,
                  client=None, warm_start: FittedModel | None = None, max_iter: int | None = None,
-                 checkpoint_every: int = 10, validation: ValidationSpec | None = None):
+                 checkpoint_every: int = 10, validation: ValidationSpec | None = None, exchange: str = "auto"):
         self.client = scheduler.resolve_client(client)
         self.objective = objective
+        self.exchange = exchange
         self.max_iter = max_iter
         self.checkpoint_every = max(1, checkpoint_every)
         self.seed = seed
@@ -132,6 +140,9 @@ class BlockedALSTrainer:
         self.n_ratings, self.global_mean, self.rating_range = prepared.n_ratings, prepared.global_mean, prepared.rating_range
         self.user_layout, self.item_layout = prepared.user_layout, prepared.item_layout
         self.user_blocks, self.item_blocks = list(prepared.user_blocks), list(prepared.item_blocks)
+        routed = self.client is not None and routes_chosen(self.exchange, len(self.user_ids), len(self.item_ids),
+                                                           self.objective.rank)
+        self.routes = prepared.routes(self.placement) if routed else None
 
     def _initial_tables(self, side: str) -> list:
         """Submitted initial tables of ``side``, one per block, each computed where its block lives."""
@@ -166,24 +177,51 @@ class BlockedALSTrainer:
     def _submit_epoch(self) -> None:
         """Submit the epoch after the last submitted one: user solves, item solves, summaries."""
         number = (self._pending[-1].number if self._pending else self.epoch) + 1
-        objective, mean = self.objective, self.global_mean
-        solve_users = dask.delayed(solve_user_block, pure=False)
-        solve_items = dask.delayed(solve_item_block, pure=False)
         summarize = dask.delayed(table_summary, pure=False)
         previous_users = self._latest_users if self.keeps_users else None
         previous_items = self._latest_items if self.keeps_users else None
-        users, items = [], []
-        for b, block in enumerate(self.user_blocks):
-            with self.placement.on_worker(b):
-                users.append(solve_users(block, self._latest_items, _covering(previous_users, b), mean, objective, False))
-        for b, block in enumerate(self.item_blocks):
-            with self.placement.on_worker(b):
-                items.append(solve_items(block, users, _covering(previous_items, b), mean, objective, True))
+        users = self._half_step("users", self._latest_items, previous_users)
+        items = self._half_step("items", users, previous_items)
         results = self.placement.submit(users + items + [summarize(table) for table in users + items])
         n_users, n_items = len(users), len(items)
         epoch = _Epoch(number, results[:n_users], results[n_users : n_users + n_items], results[n_users + n_items :])
         self._pending.append(epoch)
         self._latest_users, self._latest_items = epoch.users, epoch.items
+
+    def _half_step(self, side: str, other_tables: list, previous: list | None) -> list:
+        """Delayed tables of ``side``, one per block, solved against ``other_tables``; the item
+        half-step also computes the training loss.
+
+        All-to-all, block ``b``'s solve joins every table of the other side. Routed
+        (:mod:`dmf.engine.routing`), source block ``c`` cuts out the rows block ``b`` references,
+        on its own worker, and block ``b`` solves against those pieces. A whole-side table
+        (restored from a checkpoint) is not routed: every block gets it.
+        """
+        with_loss = side == "items"
+        blocks = self.user_blocks if side == "users" else self.item_blocks
+        routed = self.routes is not None and len(other_tables) > 1
+        if routed:
+            compact, rows_for = (self.routes[0], self.routes[3]) if side == "users" else (self.routes[2], self.routes[1])
+            take = dask.delayed(take_rows, pure=False)
+            gram = dask.delayed(whole_side_gram, pure=False)(other_tables) if self.objective.implicit else None
+            solve = dask.delayed(solve_routed_block, pure=False)
+        else:
+            solve = dask.delayed(solve_user_block if side == "users" else solve_item_block, pure=False)
+        tables = []
+        for b, block in enumerate(blocks):
+            if routed:
+                pieces = []
+                for c, table in enumerate(other_tables):
+                    with self.placement.on_worker(c):
+                        pieces.append(take(table, rows_for[c][b]))
+            with self.placement.on_worker(b):
+                if routed:
+                    tables.append(solve(compact[b], pieces, gram, _covering(previous, b), self.global_mean,
+                                        self.objective, with_loss))
+                else:
+                    tables.append(solve(block, other_tables, _covering(previous, b), self.global_mean,
+                                        self.objective, with_loss))
+        return tables
 
     def train_epoch(self) -> dict:
         """Complete the next epoch (submitting it, and the one after, if not yet submitted);

@@ -29,7 +29,8 @@ class _BlockedALS(Estimator):
         ratings = ratings if isinstance(ratings, PreparedRatings) else self._prepare(ratings)
         return fit_als(ratings, self._objective(), max_iter=int(self.max_iter), seed=int(self.seed),
                        n_blocks=self.n_blocks, client=client, warm_start=warm_start,
-                       estimator=type(self).__name__, params=self.get_params(), validation=validation)
+                       estimator=type(self).__name__, params=self.get_params(), validation=validation,
+                       exchange=self.exchange)
 
 
 @estimator

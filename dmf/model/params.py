@@ -151,6 +151,17 @@ def solver() -> Any:
                  choices=("cg", "cholesky"))
 
 
+#: How the solves of a half-step receive the other side's factors.
+EXCHANGES = ("auto", "all", "routed")
+
+
+def exchange() -> Any:
+    return param("auto", "How each solve receives the other side's factors: 'all' gathers the whole side on every "
+                 "worker; 'routed' sends each block only the rows its ratings reference (Spark's in/out blocks; "
+                 "fewer bytes when blocks reference a small part of the other side); 'auto' routes when one copy of "
+                 "the larger side's table exceeds 256 MiB. Does not change the result.", choices=EXCHANGES)
+
+
 def cg_steps() -> Any:
     return param(3, "Conjugate-gradient steps per half-step (solver='cg').", minimum=1)
 

@@ -31,6 +31,7 @@ class ALSParameters:
     max_iter: int = params.max_iter(10)
     seed: int = params.seed()
     n_blocks: int | None = params.n_blocks()
+    exchange: str = params.exchange()
     biases: bool = param(True, "Learn the global mean and user and item biases.")
     unknown: str = params.unknown()
     clip: bool = param(True, "Clip predictions to the training ratings' range (recommendation scores are not "
@@ -54,6 +55,7 @@ class ImplicitALSParameters:
     max_iter: int = params.max_iter(15)
     seed: int = params.seed()
     n_blocks: int | None = params.n_blocks()
+    exchange: str = params.exchange()
     solver: str = params.solver()
     cg_steps: int = params.cg_steps()
     nonnegative: bool = params.nonnegative()
