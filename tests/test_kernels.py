@@ -1,10 +1,16 @@
-"""Kernels against dense NumPy, in-process (no Dask)."""
+"""Kernels against dense NumPy, in-process (no Dask); and compiling them once per installation on real workers."""
+
+import shutil
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
-from helpers import brute_force_top_k
+from cluster_harness import SubprocessCluster
+from conftest import REPO_ROOT
+from distributed import Client
+from helpers import brute_force_top_k, random_ratings
 
+import dmf
 from dmf.engine._compiled import top_k_of_products
 from dmf.engine.kernels import RatingBlock, SolveOptions, padded_lengths, solve_rows
 
@@ -195,3 +201,19 @@ def test_compiled_block_solve_matches_numpy_reference(implicit):
         np.testing.assert_allclose(compiled.biases, reference.biases, rtol=1e-5, atol=1e-6)
     assert compiled.loss == pytest.approx(reference.loss, rel=1e-9)
     assert compiled.count == reference.count == block.nnz
+
+
+@pytest.mark.slow
+def test_a_fresh_installation_compiles_the_kernels_on_one_worker_only(tmp_path, monkeypatch):
+    """Workers that import a copy of dmf without numba's cache: the first fit compiles the
+    solver kernel in one worker; the other loads it from the on-disk cache."""
+    copy = tmp_path / "site"
+    shutil.copytree(REPO_ROOT / "dmf", copy / "dmf", ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setenv("PYTHONPATH", str(copy))
+    with SubprocessCluster(n_workers=2) as cluster, Client(cluster.address) as client:
+        where = client.run(lambda: __import__("dmf.engine._compiled").engine._compiled.__file__)
+        assert all(path.startswith(str(copy)) for path in where.values()), where
+        dmf.ALS(rank=4, max_iter=2).fit(random_ratings(200, 80, 0.1, seed=3), client=client)
+        stats = client.run(lambda: [sum(counter.values()) for counter in (
+            __import__("dmf.engine._compiled").engine._compiled.cg_solve_rows.stats[1:3])])
+    assert sorted(stats.values()) == [[0, 1], [1, 0]], stats  # per worker: [loaded, compiled]

@@ -44,6 +44,7 @@ from dmf.engine.solve import (
     warm_rows,
 )
 from dmf.engine.validation import ValidationSpec, mean_of
+from dmf.engine.warmup import compile_once
 from dmf.model.fitted import FittedModel, SeenItems
 from dmf.random import ITEM_FACTOR_STREAM, USER_FACTOR_STREAM
 
@@ -80,9 +81,12 @@ def fit_als(
     the other side's factors (``"all"``, ``"routed"``, ``"auto"``: see :mod:`dmf.engine.routing`);
     the factors are the same either way.
     """
-    if not kernels_compiled():
-        logger.info("compiling dmf's kernels in each worker: the first fit of an installation spends a few seconds "
-                    "more in epoch 1 (numba caches them on disk)")
+    client = scheduler.resolve_client(client)
+    if client is not None:
+        compile_once(client, objective)
+    elif not kernels_compiled():
+        logger.info("compiling dmf's kernels: the first fit of an installation spends a few seconds more in epoch 1 "
+                    "(numba caches them on disk)")
     trainer = BlockedALSTrainer(ratings, objective, seed=seed, n_blocks=n_blocks, client=client, warm_start=warm_start,
                                 max_iter=max_iter, checkpoint_every=checkpoint_every, validation=validation,
                                 exchange=exchange)
