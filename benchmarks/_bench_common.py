@@ -92,6 +92,19 @@ def prepare_split(scale: str, *, seed: int, test_fraction: float, root: Path = D
     return target
 
 
+def one_file_copy(split: Path) -> Path:
+    """``split/train-one-file.parquet`` (made once): the training ratings in 1 M-row row groups."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    one_file = split / "train-one-file.parquet"
+    if not one_file.exists():
+        table = ds.dataset(str(split / "train")).to_table()
+        pq.write_table(table, str(one_file) + ".tmp", row_group_size=1_000_000)
+        Path(str(one_file) + ".tmp").rename(one_file)
+    return one_file
+
+
 def read_split_summary(split_dir: Path) -> dict:
     return json.loads((Path(split_dir) / "split.json").read_text())
 

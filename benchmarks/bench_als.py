@@ -52,6 +52,7 @@ TARGETS = [
     ("top-k", "exclude-train", "spark", "top-k", 0.20),
     ("top-k", "exclude-train", "numpy", "product", 2.0),
     ("implicit-iteration", "cg", "implicit", "implicit-iteration", 1.5),
+    ("read+fit", "als-wr", "spark", "read+fit", 0.15),
 ]
 PEAK_MEMORY_TARGET_GIB = 8.0
 SCALING_TOLERANCE = 0.20
@@ -90,6 +91,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scaling-iterations", type=int, default=4, help="epochs per scaling fit (the first is not timed)")
     parser.add_argument("--memory-scale", default="",
                         help="dmf only: also fit rank 64 (dmf defaults) on this preset, e.g. ml-25m, for the peak-memory target")
+    parser.add_argument("--one-file", action="store_true",
+                        help="train on the split's training ratings as one Parquet file of 1 M-row row groups (the layout "
+                             "users often have; made once beside the split), and also time read + fit at rank 64")
+    parser.add_argument("--spark-python", default=None,
+                        help="interpreter of the Spark run (a separate venv with pyspark; default: this one)")
     parser.add_argument("--skip-spark", action="store_true")
     parser.add_argument("--skip-implicit", action="store_true")
     parser.add_argument("--skip-numpy", action="store_true")
@@ -108,7 +114,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.topk_rank = 64 if 64 in args.rank_list else max(args.rank_list)
     args.implicit_iterations = args.implicit_iterations or args.iterations
     args.scaling_sizes = [float(size) for size in args.scaling.split(",") if size.strip()]
-    args.output = args.output or REPO / "benchmarks" / "results" / f"als-{args.scale}.json"
+    layout = "-one-file" if args.one_file else ""
+    args.output = args.output or REPO / "benchmarks" / "results" / f"als-{args.scale}{layout}.json"
     return args
 
 
@@ -118,13 +125,14 @@ def results_config(args: argparse.Namespace) -> dict:
         "scale": args.scale, "seed": args.seed, "test_fraction": args.test_fraction, "iterations": args.iterations,
         "reg": args.reg, "top_k": TOP_K, "implicit": {"reg": args.implicit_reg, "alpha": args.implicit_alpha,
                                                      "threshold": args.implicit_threshold, "cg_steps": args.cg_steps},
-        "threads": args.threads, "dmf_workers": args.workers,
+        "threads": args.threads, "dmf_workers": args.workers, "one_file": args.one_file,
     }
 
 
 def child_arguments(args: argparse.Namespace, system: str) -> list[str]:
     """The command line that reruns this benchmark for one system."""
-    command = [sys.executable, str(Path(__file__).resolve()), "--only", system, "--scale", args.scale, "--ranks", args.ranks,
+    python = args.spark_python if system == "spark" and args.spark_python else sys.executable
+    command = [python, str(Path(__file__).resolve()), "--only", system, "--scale", args.scale, "--ranks", args.ranks,
                "--topk-rank", str(args.topk_rank), "--iterations", str(args.iterations), "--reg", str(args.reg),
                "--implicit-rank", str(args.implicit_rank), "--implicit-reg", str(args.implicit_reg),
                "--implicit-alpha", str(args.implicit_alpha), "--implicit-threshold", str(args.implicit_threshold),
@@ -137,6 +145,7 @@ def child_arguments(args: argparse.Namespace, system: str) -> list[str]:
                "--data-dir", str(args.data_dir),
                "--output", str(args.output)]
     command += ["--resume"] if args.resume else []
+    command += ["--one-file"] if args.one_file else []
     command += ["--scheduler", args.scheduler] if args.scheduler else []
     return command
 
@@ -196,7 +205,8 @@ def run_spark(args: argparse.Namespace, split: Path, results: common.ResultsFile
     try:
         spark.sparkContext.setLogLevel("ERROR")
         results.set("native_blas", "spark", spark_native_blas(spark, java_options))
-        train = spark.read.parquet(str(split / "train")).cache()
+        train_path = str(common.one_file_copy(split) if args.one_file else split / "train")
+        train = spark.read.parquet(train_path).cache()
         test = spark.read.parquet(str(split / "test")).cache()
         started = time.perf_counter()
         counts = (train.count(), test.count())
@@ -227,6 +237,15 @@ def run_spark(args: argparse.Namespace, split: Path, results: common.ResultsFile
                 logger.info("spark: recommendForAllUsers(%d) at rank %d: %.1f s", TOP_K, rank, measurement.seconds)
                 results.add_row(row("spark", "top-k", rank, "recommendForAllUsers", measurement, k=TOP_K,
                                     note="Spark does not exclude seen items", spark=spark_settings))
+        if args.one_file and not (args.resume and results.has(system="spark", task="read+fit", rank=64, variant="als-wr")):
+            train.unpersist()
+            estimator = SparkALS(rank=64, maxIter=args.iterations, regParam=args.reg, userCol="user", itemCol="item",
+                                 ratingCol="rating", seed=args.seed, coldStartStrategy="drop")
+            with common.Measurement() as measurement:
+                estimator.fit(spark.read.parquet(train_path))
+            logger.info("spark: read + fit rank 64 %.1f s", measurement.seconds)
+            results.add_row(row("spark", "read+fit", 64, "als-wr", measurement, iterations=args.iterations,
+                                spark=spark_settings))
     finally:
         spark.stop()
 
@@ -313,7 +332,10 @@ def run_dmf(args: argparse.Namespace, split: Path, results: common.ResultsFile) 
     try:
         results.set("native_blas", "dmf_workers", client.run(common.numpy_blas))
         warm_up_dmf(client)
-        train = client.persist(dd.read_parquet(str(split / "train")))
+        if args.one_file:  # dmf.read_ratings splits the file by row groups
+            train = client.persist(dmf.read_ratings(common.one_file_copy(split)))
+        else:
+            train = client.persist(dd.read_parquet(str(split / "train")))
         test = client.persist(dd.read_parquet(str(split / "test")))
         wait([train, test])
         like_spark = like_for_like_variant(args.solver)
@@ -346,6 +368,13 @@ def run_dmf(args: argparse.Namespace, split: Path, results: common.ResultsFile) 
                     del recommendations
                     logger.info("dmf: top-%d for all users at rank %d: %.1f s", TOP_K, rank, measurement.seconds)
                     results.add_row(row("dmf", "top-k", rank, "exclude-train", measurement, k=TOP_K, rows=n_rows))
+        if args.one_file and wanted("read+fit", 64, like_spark):
+            model = dmf.ALS(rank=64, max_iter=args.iterations, seed=args.seed, **variants[like_spark])
+            with common.Measurement(cluster_pids) as measurement:
+                model.fit(dmf.read_ratings(common.one_file_copy(split)), validate=False)
+            logger.info("dmf: read + fit rank 64 %.1f s", measurement.seconds)
+            results.add_row(row("dmf", "read+fit", 64, like_spark, measurement, iterations=args.iterations,
+                                params=model.get_params()))
         if wanted("implicit-iteration", args.implicit_rank, "cg"):
             model = dmf.ImplicitALS(rank=args.implicit_rank, reg=args.implicit_reg, alpha=args.implicit_alpha,
                                     max_iter=args.implicit_iterations, threshold=args.implicit_threshold, solver="cg",

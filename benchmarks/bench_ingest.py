@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     import dmf
 
     split = common.prepare_split(args.scale, seed=0, test_fraction=0.1)
-    one_file = one_file_copy(split)
+    one_file = common.one_file_copy(split)
     snapshot = snapshot_with_a_day(split)
     rows = []
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
@@ -61,21 +61,8 @@ def snapshot_with_a_day(split: Path) -> Path:
     """``split/snapshot-with-a-day`` (made once): see :func:`_write_snapshot_with_a_day`."""
     snapshot = split / "snapshot-with-a-day"
     if not snapshot.exists():
-        _write_snapshot_with_a_day(one_file_copy(split), snapshot)
+        _write_snapshot_with_a_day(common.one_file_copy(split), snapshot)
     return snapshot
-
-
-def one_file_copy(split: Path) -> Path:
-    """``split/train-one-file.parquet`` (made once): the training ratings in 1 M-row row groups."""
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
-
-    one_file = split / "train-one-file.parquet"
-    if not one_file.exists():
-        table = ds.dataset(str(split / "train")).to_table()
-        pq.write_table(table, str(one_file) + ".tmp", row_group_size=1_000_000)
-        Path(str(one_file) + ".tmp").rename(one_file)
-    return one_file
 
 
 def _write_snapshot_with_a_day(one_file: Path, snapshot: Path) -> None:
