@@ -599,7 +599,7 @@ def main(argv: list[str] | None = None) -> int:
     for system in SYSTEMS:
         if skipped[system]:
             continue
-        missing = missing_requirements(system)
+        missing = [] if system == "spark" and args.spark_python else missing_requirements(system)
         if missing:
             logger.warning("%s skipped: %s not installed (pip install -e '.[bench]')", system, ", ".join(missing))
             continue
