@@ -30,7 +30,7 @@ from dmf import scheduler
 from dmf.engine._compiled_sgd import sgd_pass
 from dmf.engine.grid import assemble_cell, block_counts, seen_of_user_block, split_into_cells, stratum_order
 from dmf.engine.layout import BlockLayout
-from dmf.engine.placement import Gathering, Placement, dropped, fitted_model, gathered_seen, restore_best, train_epochs
+from dmf.engine.placement import Placement, dropped, fitted_model, gathered_seen, restore_best, train_epochs
 from dmf.engine.prepared import rating_stats
 from dmf.engine.solve import (
     FactorTable,
@@ -215,7 +215,7 @@ class DSGDTrainer:
         self.last_loss, self.epoch = loss, number
         self.history.append(record)
         if self._seen_gathering is None and self.client is not None:
-            self._seen_gathering = Gathering(self.client, self._seen_parts())
+            self._seen_gathering = self.placement.gathering(self._seen_parts())
         if self.epoch % self.checkpoint_every == 0 or self.epoch == self.max_iter:
             self._save_checkpoint()
         logger.info("epoch %d train_rmse=%.5f (during the pass) step=%.4g seconds=%.2f", number,

@@ -32,9 +32,10 @@ class Gathering:
     training loop recovers from by rebuilding the blocks.
     """
 
-    def __init__(self, client, futures: list):
+    def __init__(self, client, futures: list, workers: set[str] | None = None):
         self.client, self.futures = client, futures
-        self.workers = set(client.nthreads())
+        # the workers to watch: given (a placement's, no round trip to the scheduler) or asked for
+        self.workers = set(client.nthreads()) if workers is None else set(workers)
         self.job = BACKGROUND.submit(client.gather, futures)
 
     def result(self, poll: float = 0.25, grace: float = 5.0) -> list:
@@ -92,7 +93,11 @@ class Placement:
     def gather(self, futures: list) -> list:
         """Values of what :meth:`submit` returned (a worker failure instead of waiting forever
         when a worker left with their inputs: see :class:`Gathering`)."""
-        return Gathering(self.client, futures).result() if self.client is not None else list(futures)
+        return self.gathering(futures).result() if self.client is not None else list(futures)
+
+    def gathering(self, futures: list) -> Gathering:
+        """A :class:`Gathering` of ``futures`` that watches this placement's workers."""
+        return Gathering(self.client, futures, set(self.slots))
 
 
 def dropped(gathering: Gathering | None) -> None:
@@ -199,7 +204,7 @@ def gathered_seen(gathering: Gathering | None, submit_parts, placement: Placemen
             return SeenItems.concatenate(gathering.result())
         except scheduler.WORKER_FAILURES:  # gather them again from the blocks as they are now
             pass
-    return SeenItems.concatenate(Gathering(placement.client, submit_parts()).result())
+    return SeenItems.concatenate(placement.gathering(submit_parts()).result())
 
 
 def fitted_model(trainer, estimator: str, params: dict | None, n_blocks: int, seen: SeenItems) -> FittedModel:

@@ -264,7 +264,7 @@ class BlockedALSTrainer:
         self.history.append(record)
         self._done = epoch
         if self._seen_gathering is None and self.client is not None and "seen" not in self.prepared.cache:
-            self._seen_gathering = Gathering(self.client, self._seen_parts())
+            self._seen_gathering = self.placement.gathering(self._seen_parts())
         if self.epoch % self.checkpoint_every == 0 or self.epoch == self.max_iter:
             self._save_checkpoint(epoch)
         logger.info("epoch %d %s=%.5f seconds=%.2f", epoch.number, name, value, record["seconds"])
