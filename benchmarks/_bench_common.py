@@ -105,6 +105,24 @@ def one_file_copy(split: Path) -> Path:
     return one_file
 
 
+def many_files_copy(split: Path, n_files: int = 1000) -> Path:
+    """``split/train-<n>-files/`` (made once): the training ratings as ``n_files`` small files, as
+    a snapshot grown by many daily files holds them."""
+    import pyarrow.parquet as pq
+
+    directory = split / f"train-{n_files}-files"
+    if not directory.exists():
+        table = pq.read_table(one_file_copy(split))
+        temporary = split / f".train-{n_files}-files.tmp"
+        shutil.rmtree(temporary, ignore_errors=True)
+        temporary.mkdir()
+        step = -(-table.num_rows // n_files)
+        for number in range(n_files):
+            pq.write_table(table.slice(number * step, step), temporary / f"part-{number:05d}.parquet")
+        temporary.rename(directory)
+    return directory
+
+
 def read_split_summary(split_dir: Path) -> dict:
     return json.loads((Path(split_dir) / "split.json").read_text())
 

@@ -4,7 +4,8 @@ of many files, the same ratings (read, validate, persist on a 2-worker LocalClus
     python benchmarks/bench_ingest.py                 # ml-20m synthetic train split (18 M ratings)
 
 The one-file copy (1 M-row row groups, as pyarrow writes by default) is made once beside the
-benchmark's split (`_bench_common.prepare_split`). The third layout is a nightly snapshot: the
+benchmark's split (`_bench_common.prepare_split`), and so is a copy as 1000 small files (18 k
+rows each, a snapshot grown by daily files). The last layout is a nightly snapshot: the
 one file plus a day's file of new ratings (1 % of the snapshot, a sixth of them re-rating pairs
 already there, with later timestamps), read with ``duplicates="latest"``. Prints a table and writes JSON (default
 ``benchmarks/results/ingest-<scale>.json``).
@@ -35,11 +36,12 @@ def main(argv: list[str] | None = None) -> int:
 
     split = common.prepare_split(args.scale, seed=0, test_fraction=0.1)
     one_file = common.one_file_copy(split)
+    many_files = common.many_files_copy(split)
     snapshot = snapshot_with_a_day(split)
     rows = []
     with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=":0") as cluster, Client(cluster) as client:
         layouts = (("one file", one_file, "error"), ("directory of files", split / "train", "error"),
-                   ("file + a day, re-ratings", snapshot, "latest"))
+                   ("1000 small files", many_files, "error"), ("file + a day, re-ratings", snapshot, "latest"))
         for layout, path, duplicates in layouts:
             for attempt in range(args.repeats):
                 started = time.perf_counter()

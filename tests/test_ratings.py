@@ -118,6 +118,33 @@ def test_one_large_parquet_file_is_read_in_partitions_of_row_groups(tmp_path, mo
     assert len(read.compute()) == 42
 
 
+def test_many_small_files_are_coalesced_into_partitions_of_about_the_target_rows(tmp_path, monkeypatch):
+    """A directory of many small files (a snapshot grown by daily files) is read in partitions
+    of about ROWS_PER_PARTITION rows, adjacent files joined, nothing lost or repeated."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    import dmf.data.ratings as ratings_module
+
+    rng = np.random.default_rng(4)
+    frame = pd.DataFrame({"user": rng.integers(0, 50, 600), "item": np.arange(600), "rating": np.ones(600)})
+    (tmp_path / "days").mkdir()
+    for day in range(30):  # 30 files of 20 rows
+        part = frame.iloc[day * 20 : (day + 1) * 20]
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp_path / "days" / f"day-{day:03d}.parquet")
+    monkeypatch.setattr(ratings_module, "ROWS_PER_PARTITION", 100)
+    read = dmf.read_ratings(tmp_path / "days")
+    assert read.npartitions == 6  # 600 rows / 100, not 30 files
+    assert sorted(read.map_partitions(len).compute().tolist()) == [100] * 6
+    pd.testing.assert_frame_equal(read.compute().sort_values("item").reset_index(drop=True),
+                                  frame.astype({"rating": "float32"}))
+    # a few files are read one partition each, as before
+    monkeypatch.setattr(ratings_module, "ROWS_PER_PARTITION", 250)
+    assert dmf.read_ratings(tmp_path / "days").npartitions == 3
+    monkeypatch.setattr(ratings_module, "ROWS_PER_PARTITION", 20)
+    assert dmf.read_ratings(tmp_path / "days").npartitions == 30
+
+
 def test_re_ratings_across_partitions_are_counted_and_resolved_as_pandas_does(client):
     """Duplicates are found by pair hashes and only their rows are shuffled: counts and the
     resolved table equal a pandas groupby over the whole table."""

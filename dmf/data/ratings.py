@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 import dask
 import dask.dataframe as dd
@@ -101,12 +102,17 @@ def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
         path = os.fspath(source)
         if not os.path.exists(path):
             raise FileNotFoundError(f"ratings source {path!r} does not exist")
-        groups_per_partition = _row_groups_per_partition(path)
-        if groups_per_partition:
+        layout = _parquet_layout(path)
+        if layout.groups_per_partition:
             # large files: partitions of whole row groups, about ROWS_PER_PARTITION rows each,
             # so that every worker reads and validates a share (Dask would read a file as one)
-            return dd.read_parquet(path, split_row_groups=groups_per_partition)
-        return dd.read_parquet(path)
+            return dd.read_parquet(path, split_row_groups=layout.groups_per_partition)
+        frame = dd.read_parquet(path)
+        if layout.coalesced_partitions:
+            # many small files: adjacent files joined into partitions of about ROWS_PER_PARTITION
+            # rows (no shuffle), so the tasks of every later stage are few and worth scheduling
+            return frame.repartition(npartitions=layout.coalesced_partitions)
+        return frame
     if not isinstance(source, (pd.DataFrame, dd.DataFrame)):
         raise TypeError("ratings source must be a Parquet path, a pandas DataFrame or a Dask DataFrame, "
                         f"got {type(source).__name__}")
@@ -119,14 +125,29 @@ def _parquet_files(root: Path) -> list[Path]:
                   and not any(part.startswith((".", "_")) for part in path.relative_to(root).parts))
 
 
-def _row_groups_per_partition(path: str) -> int | None:
-    """Row groups per partition when the largest file of ``path`` (a file or a directory) holds
-    more than 1.5 partitions' rows in several row groups; None otherwise."""
+class _ParquetLayout(NamedTuple):
+    groups_per_partition: int | None
+    coalesced_partitions: int | None
+
+
+def _parquet_layout(path: str) -> _ParquetLayout:
+    """How to cut ``path`` (a Parquet file or directory) into partitions of about
+    ROWS_PER_PARTITION rows, from the files' footers:
+
+    - ``groups_per_partition``: row groups per partition when the largest file holds more than
+      1.5 partitions' rows in several row groups (else None);
+    - ``coalesced_partitions``: the number of partitions to join the files into when there are
+      more than twice as many files as that (many small files; else None).
+    """
     files = [Path(path)] if os.path.isfile(path) else _parquet_files(Path(path))
-    largest = max((pq.ParquetFile(file).metadata for file in files), key=lambda meta: meta.num_rows, default=None)
-    if largest is None or largest.num_row_groups < 2 or largest.num_rows <= 1.5 * ROWS_PER_PARTITION:
-        return None
-    return max(1, round(largest.num_row_groups * ROWS_PER_PARTITION / largest.num_rows))
+    metadata = [pq.ParquetFile(file).metadata for file in files]
+    largest = max(metadata, key=lambda meta: meta.num_rows, default=None)
+    if largest is None:
+        return _ParquetLayout(None, None)
+    if largest.num_row_groups >= 2 and largest.num_rows > 1.5 * ROWS_PER_PARTITION:
+        return _ParquetLayout(max(1, round(largest.num_row_groups * ROWS_PER_PARTITION / largest.num_rows)), None)
+    wanted = max(1, -(-sum(meta.num_rows for meta in metadata) // ROWS_PER_PARTITION))
+    return _ParquetLayout(None, wanted if len(files) > 2 * wanted else None)
 
 
 def check_file_schemas(directory: str | os.PathLike, columns: list[str], timestamp: str | None) -> None:
