@@ -257,10 +257,10 @@ class DSGDTrainer:
         return self.placement.submit(parts)
 
     def result(self, estimator: str = "SGD", params: dict | None = None) -> FittedModel:
+        seen = gathered_seen(self._seen_gathering, self._seen_parts, self.placement)  # may fail: before any change
         if not restore_best(self) and (self.checkpoint["epoch"] != self.epoch or self.checkpoint["users"] is None):
             self._save_checkpoint()
-        return fitted_model(self, estimator, params, self.d,
-                            gathered_seen(self._seen_gathering, self._seen_parts, self.placement))
+        return fitted_model(self, estimator, params, self.d, seen)
 
 
 def _rows_of(table: FactorTable, lo: int, hi: int) -> FactorTable:

@@ -306,12 +306,14 @@ class BlockedALSTrainer:
 
     def result(self, estimator: str = "ALS", params: dict | None = None) -> FittedModel:
         """The fitted model of the last completed epoch (or of the best one, with a validation),
-        with the training interactions."""
+        with the training interactions. What may fail with a lost worker (the gathers) comes
+        before anything changes the trainer's state, so the recovery starts from a clean one."""
+        seen = self._seen()
         if not restore_best(self) and (self.checkpoint["epoch"] != self.epoch or self.checkpoint["items"] is None):
             done = self._done if self.epoch else _Epoch(0, self._latest_users or self._initial_tables("users"),
                                                         self._latest_items, [])
             self._save_checkpoint(done)
-        return fitted_model(self, estimator, params, self.user_layout.n_blocks, self._seen())
+        return fitted_model(self, estimator, params, self.user_layout.n_blocks, seen)
 
     def _seen_parts(self) -> list:
         """Submitted (row pointers, items) of every user block (values without a cluster)."""
