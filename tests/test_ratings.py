@@ -143,6 +143,15 @@ def test_many_small_files_are_coalesced_into_partitions_of_about_the_target_rows
     assert dmf.read_ratings(tmp_path / "days").npartitions == 3
     monkeypatch.setattr(ratings_module, "ROWS_PER_PARTITION", 20)
     assert dmf.read_ratings(tmp_path / "days").npartitions == 30
+    # string ids keep the column types Dask's own reader gives
+    monkeypatch.setattr(ratings_module, "ROWS_PER_PARTITION", 300)
+    (tmp_path / "named").mkdir()
+    for day in range(30):
+        part = frame.iloc[day * 20 : (day + 1) * 20].assign(user=lambda f: "u" + f["user"].astype(str))
+        pq.write_table(pa.Table.from_pandas(part, preserve_index=False), tmp_path / "named" / f"day-{day:03d}.parquet")
+    named = dmf.read_ratings(tmp_path / "named")
+    assert named.npartitions == 2 and named.compute().dtypes.equals(named._meta.dtypes)
+    assert sorted(named.compute()["user"].unique()) == sorted("u" + frame["user"].astype(str).unique())
 
 
 def test_re_ratings_across_partitions_are_counted_and_resolved_as_pandas_does(client):

@@ -109,9 +109,10 @@ def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
             return dd.read_parquet(path, split_row_groups=layout.groups_per_partition)
         frame = dd.read_parquet(path)
         if layout.coalesced_partitions:
-            # many small files: adjacent files joined into partitions of about ROWS_PER_PARTITION
-            # rows (no shuffle), so the tasks of every later stage are few and worth scheduling
-            return frame.repartition(npartitions=layout.coalesced_partitions)
+            # many small files: adjacent files read together into partitions of about
+            # ROWS_PER_PARTITION rows (no shuffle), one task each, so that neither the read nor
+            # any later stage pays Dask's cost per task for every file
+            return _coalesced(Path(path), layout.coalesced_partitions, frame._meta)
         return frame
     if not isinstance(source, (pd.DataFrame, dd.DataFrame)):
         raise TypeError("ratings source must be a Parquet path, a pandas DataFrame or a Dask DataFrame, "
@@ -148,6 +149,23 @@ def _parquet_layout(path: str) -> _ParquetLayout:
         return _ParquetLayout(max(1, round(largest.num_row_groups * ROWS_PER_PARTITION / largest.num_rows)), None)
     wanted = max(1, -(-sum(meta.num_rows for meta in metadata) // ROWS_PER_PARTITION))
     return _ParquetLayout(None, wanted if len(files) > 2 * wanted else None)
+
+
+def _coalesced(root: Path, n_partitions: int, meta: pd.DataFrame) -> dd.DataFrame:
+    """The files of directory ``root`` read in ``n_partitions`` runs of adjacent files, one task
+    per run; a directory with subdirectories (hive partitions) is left to Dask's reader, joined
+    by ``repartition``."""
+    files = _parquet_files(root)
+    if any(file.parent != root for file in files):
+        return dd.read_parquet(str(root)).repartition(npartitions=n_partitions)
+    runs = [[str(file) for file in run] for run in np.array_split(np.array(files, dtype=object), n_partitions)]
+    return dd.from_map(_read_files, runs, dtypes=meta.dtypes.to_dict(), meta=meta, enforce_metadata=False)
+
+
+def _read_files(files: list[str], dtypes: dict) -> pd.DataFrame:
+    """Parquet files read and joined into one frame with the column types Dask's reader gives."""
+    table = pa.concat_tables([pq.read_table(file) for file in files], promote_options="permissive")
+    return table.to_pandas().astype(dtypes)
 
 
 def check_file_schemas(directory: str | os.PathLike, columns: list[str], timestamp: str | None) -> None:
