@@ -81,9 +81,10 @@ def read_ratings(
     if isinstance(source, pd.DataFrame):
         _refuse_mixed_ids(source, [user, item])
         source = _integer_ids_as_integers(source, [user, item])
-    if isinstance(source, (str, os.PathLike)) and os.path.isdir(source):
-        check_file_schemas(source, [user, item, rating], timestamp)
-    frame = _as_dask_frame(source, npartitions)
+    footers = _parquet_footers(source) if isinstance(source, (str, os.PathLike)) else None
+    if footers is not None and os.path.isdir(source):
+        check_file_schemas(source, [user, item, rating], timestamp, footers)
+    frame = _as_dask_frame(source, npartitions, footers)
     frame = _select_and_rename(frame, user=user, item=item, rating=rating, timestamp=timestamp)
 
     parts = frame.to_delayed()  # one read of each partition feeds both checks
@@ -97,12 +98,10 @@ def read_ratings(
     return resolve_duplicates(frame, repeated_hashes, duplicates)
 
 
-def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
-    if isinstance(source, (str, os.PathLike)):
+def _as_dask_frame(source, npartitions: int | None, footers: dict | None) -> dd.DataFrame:
+    if footers is not None:  # a Parquet path
         path = os.fspath(source)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"ratings source {path!r} does not exist")
-        layout = _parquet_layout(path)
+        layout = _parquet_layout(footers)
         if layout.groups_per_partition:
             # large files: partitions of whole row groups, about ROWS_PER_PARTITION rows each,
             # so that every worker reads and validates a share (Dask would read a file as one)
@@ -112,7 +111,7 @@ def _as_dask_frame(source, npartitions: int | None) -> dd.DataFrame:
             # many small files: adjacent files read together into partitions of about
             # ROWS_PER_PARTITION rows (no shuffle), one task each, so that neither the read nor
             # any later stage pays Dask's cost per task for every file
-            return _coalesced(Path(path), layout.coalesced_partitions, frame._meta)
+            return _coalesced(Path(path), list(footers), layout.coalesced_partitions, frame)
         return frame
     if not isinstance(source, (pd.DataFrame, dd.DataFrame)):
         raise TypeError("ratings source must be a Parquet path, a pandas DataFrame or a Dask DataFrame, "
@@ -126,40 +125,45 @@ def _parquet_files(root: Path) -> list[Path]:
                   and not any(part.startswith((".", "_")) for part in path.relative_to(root).parts))
 
 
+def _parquet_footers(source: str | os.PathLike) -> dict[Path, pq.FileMetaData]:
+    """The footer of every data file of a Parquet file or directory, read once for the schema
+    check and the partition layout."""
+    path = Path(source)
+    if not path.exists():
+        raise FileNotFoundError(f"ratings source {os.fspath(source)!r} does not exist")
+    return {file: pq.read_metadata(file) for file in ([path] if path.is_file() else _parquet_files(path))}
+
+
 class _ParquetLayout(NamedTuple):
     groups_per_partition: int | None
     coalesced_partitions: int | None
 
 
-def _parquet_layout(path: str) -> _ParquetLayout:
-    """How to cut ``path`` (a Parquet file or directory) into partitions of about
-    ROWS_PER_PARTITION rows, from the files' footers:
+def _parquet_layout(footers: dict[Path, pq.FileMetaData]) -> _ParquetLayout:
+    """How to cut the files of ``footers`` into partitions of about ROWS_PER_PARTITION rows:
 
     - ``groups_per_partition``: row groups per partition when the largest file holds more than
       1.5 partitions' rows in several row groups (else None);
     - ``coalesced_partitions``: the number of partitions to join the files into when there are
       more than twice as many files as that (many small files; else None).
     """
-    files = [Path(path)] if os.path.isfile(path) else _parquet_files(Path(path))
-    metadata = [pq.ParquetFile(file).metadata for file in files]
-    largest = max(metadata, key=lambda meta: meta.num_rows, default=None)
+    largest = max(footers.values(), key=lambda meta: meta.num_rows, default=None)
     if largest is None:
         return _ParquetLayout(None, None)
     if largest.num_row_groups >= 2 and largest.num_rows > 1.5 * ROWS_PER_PARTITION:
         return _ParquetLayout(max(1, round(largest.num_row_groups * ROWS_PER_PARTITION / largest.num_rows)), None)
-    wanted = max(1, -(-sum(meta.num_rows for meta in metadata) // ROWS_PER_PARTITION))
-    return _ParquetLayout(None, wanted if len(files) > 2 * wanted else None)
+    wanted = max(1, -(-sum(meta.num_rows for meta in footers.values()) // ROWS_PER_PARTITION))
+    return _ParquetLayout(None, wanted if len(footers) > 2 * wanted else None)
 
 
-def _coalesced(root: Path, n_partitions: int, meta: pd.DataFrame) -> dd.DataFrame:
-    """The files of directory ``root`` read in ``n_partitions`` runs of adjacent files, one task
-    per run; a directory with subdirectories (hive partitions) is left to Dask's reader, joined
-    by ``repartition``."""
-    files = _parquet_files(root)
+def _coalesced(root: Path, files: list[Path], n_partitions: int, frame: dd.DataFrame) -> dd.DataFrame:
+    """The ``files`` of directory ``root`` (Dask's reading of it: ``frame``) read in
+    ``n_partitions`` runs of adjacent files, one task per run; a directory with subdirectories
+    (hive partitions) keeps Dask's reader, joined by ``repartition``."""
     if any(file.parent != root for file in files):
-        return dd.read_parquet(str(root)).repartition(npartitions=n_partitions)
+        return frame.repartition(npartitions=n_partitions)
     runs = [[str(file) for file in run] for run in np.array_split(np.array(files, dtype=object), n_partitions)]
-    return dd.from_map(_read_files, runs, dtypes=meta.dtypes.to_dict(), meta=meta, enforce_metadata=False)
+    return dd.from_map(_read_files, runs, dtypes=frame.dtypes.to_dict(), meta=frame._meta, enforce_metadata=False)
 
 
 def _read_files(files: list[str], dtypes: dict) -> pd.DataFrame:
@@ -168,12 +172,14 @@ def _read_files(files: list[str], dtypes: dict) -> pd.DataFrame:
     return table.to_pandas().astype(dtypes)
 
 
-def check_file_schemas(directory: str | os.PathLike, columns: list[str], timestamp: str | None) -> None:
-    """Every Parquet file of a directory must hold ``columns`` (and ``timestamp`` if any file
-    does) with one kind of type each (integer, string, floating): a snapshot that drifts
-    (a new file without timestamps, ids that became strings) is refused naming the file."""
+def check_file_schemas(directory: str | os.PathLike, columns: list[str], timestamp: str | None,
+                       footers: dict[Path, pq.FileMetaData]) -> None:
+    """Every Parquet file of a directory (``footers``: each file's, see :func:`_parquet_footers`)
+    must hold ``columns`` (and ``timestamp`` if any file does) with one kind of type each
+    (integer, string, floating): a snapshot that drifts (a new file without timestamps, ids
+    that became strings) is refused naming the file."""
     root = Path(directory)
-    schemas = {path: pq.read_schema(path) for path in _parquet_files(root)}
+    schemas = {path: meta.schema.to_arrow_schema() for path, meta in footers.items()}
     wanted = list(columns)
     if timestamp is not None and any(timestamp in schema.names for schema in schemas.values()):
         wanted.append(timestamp)
