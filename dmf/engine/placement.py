@@ -38,7 +38,9 @@ class Gathering:
         self.workers = set(client.nthreads()) if workers is None else set(workers)
         self.job = BACKGROUND.submit(client.gather, futures)
 
-    def result(self, poll: float = 0.25, grace: float = 5.0) -> list:
+    def result(self, poll: float = 1.0, grace: float = 5.0) -> list:
+        """The values; the workers are checked every ``poll`` seconds while they are awaited
+        (one scheduler round trip each)."""
         left_at = None
         while True:
             try:

@@ -77,11 +77,12 @@ def whole_side_gram(tables: list[FactorTable]) -> np.ndarray:
     return gram_of(join_tables(tables).factors)
 
 
-def solve_routed_block(block: RatingBlock, pieces: list[FactorTable], gram: np.ndarray | None,
-                       previous: FactorTable | None, global_mean: float, objective: Objective,
-                       with_loss: bool) -> FactorTable:
-    """Solve a compact block (see :func:`route_block`) against the pieces routed to it, in
-    source-block order; ``gram`` is the whole other side's ``YᵀY`` (implicit feedback)."""
+def solve_routed_block(block: RatingBlock, routed: tuple, previous: FactorTable | None, global_mean: float,
+                       objective: Objective, with_loss: bool) -> FactorTable:
+    """Solve a compact block (see :func:`route_block`) against ``routed = (pieces, gram)``: the
+    pieces routed to it, in source-block order, and the whole other side's ``YᵀY`` (implicit
+    feedback; None otherwise). The arguments are those of the all-to-all solve."""
+    pieces, gram = routed
     other = join_tables(pieces)
     other.gram = gram
     return solve_block(block, other, previous, global_mean, objective, with_loss)

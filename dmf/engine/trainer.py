@@ -193,39 +193,42 @@ class BlockedALSTrainer:
         self._latest_users, self._latest_items = epoch.users, epoch.items
 
     def _half_step(self, side: str, other_tables: list, previous: list | None) -> list:
-        """Delayed tables of ``side``, one per block, solved against ``other_tables``; the item
-        half-step also computes the training loss.
+        """Delayed tables of ``side``, one per block (block ``b`` on the worker of slot ``b``),
+        solved against ``other_tables``; the item half-step also computes the training loss.
 
-        All-to-all, block ``b``'s solve joins every table of the other side. Routed
-        (:mod:`dmf.engine.routing`), source block ``c`` cuts out the rows block ``b`` references,
-        on its own worker, and block ``b`` solves against those pieces. A whole-side table
+        All-to-all, block ``b``'s solve joins every table of the other side. Routed, it solves
+        its compact block against the pieces routed to it (:meth:`_routed`). A whole-side table
         (restored from a checkpoint) is not routed: every block gets it.
         """
-        with_loss = side == "items"
-        blocks = self.user_blocks if side == "users" else self.item_blocks
-        routed = self.routes is not None and len(other_tables) > 1
-        if routed:
-            compact, rows_for = (self.routes[0], self.routes[3]) if side == "users" else (self.routes[2], self.routes[1])
-            take = dask.delayed(take_rows, pure=False)
-            gram = dask.delayed(whole_side_gram, pure=False)(other_tables) if self.objective.implicit else None
-            solve = dask.delayed(solve_routed_block, pure=False)
-        else:
+        if self.routes is None or len(other_tables) == 1:
             solve = dask.delayed(solve_user_block if side == "users" else solve_item_block, pure=False)
+            blocks = self.user_blocks if side == "users" else self.item_blocks
+            others = [other_tables] * len(blocks)
+        else:
+            solve = dask.delayed(solve_routed_block, pure=False)
+            blocks, others = self._routed(side, other_tables)
         tables = []
         for b, block in enumerate(blocks):
-            if routed:
-                pieces = []
-                for c, table in enumerate(other_tables):
-                    with self.placement.on_worker(c):
-                        pieces.append(take(table, rows_for[c][b]))
             with self.placement.on_worker(b):
-                if routed:
-                    tables.append(solve(compact[b], pieces, gram, _covering(previous, b), self.global_mean,
-                                        self.objective, with_loss))
-                else:
-                    tables.append(solve(block, other_tables, _covering(previous, b), self.global_mean,
-                                        self.objective, with_loss))
+                tables.append(solve(block, others[b], _covering(previous, b), self.global_mean, self.objective,
+                                    side == "items"))
         return tables
+
+    def _routed(self, side: str, other_tables: list) -> tuple[list, list]:
+        """The compact blocks of ``side`` and, per block, ``(its pieces of other_tables, YᵀY of
+        the whole other side or None)`` (:mod:`dmf.engine.routing`); piece ``c`` is cut on
+        the worker of source block ``c``."""
+        compact, rows_for = (self.routes[0], self.routes[3]) if side == "users" else (self.routes[2], self.routes[1])
+        take = dask.delayed(take_rows, pure=False)
+        gram = dask.delayed(whole_side_gram, pure=False)(other_tables) if self.objective.implicit else None
+        routed = []
+        for b in range(len(compact)):
+            pieces = []
+            for c, table in enumerate(other_tables):
+                with self.placement.on_worker(c):
+                    pieces.append(take(table, rows_for[c][b]))
+            routed.append((pieces, gram))
+        return compact, routed
 
     def train_epoch(self) -> dict:
         """Complete the next epoch (submitting it, and the one after, if not yet submitted);

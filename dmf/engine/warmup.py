@@ -21,12 +21,9 @@ logger = logging.getLogger(__name__)
 _CHECKED: set[str] = set()
 
 
-def compile_kernels(objective) -> int:
+def compile_kernels(objective) -> None:
     """Build a two-row block and solve it with ``objective``: the block build's and the solve's
-    kernels compile (or load from numba's cache) with the signatures a fit uses. Returns the
-    process id (for logs)."""
-    import os
-
+    kernels compile (or load from numba's cache) with the signatures a fit uses."""
     from dmf.engine._compiled import rating_scores
     from dmf.engine.blocks import assemble_block, split_rows
     from dmf.engine.kernels import aligned_empty_float32
@@ -44,7 +41,6 @@ def compile_kernels(objective) -> int:
         other.gram = factors.astype(np.float64).T @ factors.astype(np.float64)
     solved = solve_block(block, other, None, 4.0, objective, True)
     rating_scores(block.indptr, block.cols, solved.factors, factors)
-    return os.getpid()
 
 
 def compile_once(client, objective) -> None:
