@@ -194,6 +194,15 @@ def _fallback_partitions(scale: str, seed: int, users_per_partition: int = 8_000
 
 
 # -- memory ---------------------------------------------------------------------------------
+def cluster_pids(client) -> set[int]:
+    """Process ids of a Dask cluster's workers and, where there are any, their nannies (for
+    :class:`Measurement`'s peak memory)."""
+    pids = set(client.run(os.getpid).values())
+    with contextlib.suppress(Exception):
+        pids |= set(client.run(os.getpid, nanny=True).values())
+    return pids
+
+
 class PeakMemory:
     """Largest total RSS of this process, its descendants and ``extra_pids()``, sampled every ``interval`` s.
 

@@ -321,10 +321,7 @@ def run_dmf(args: argparse.Namespace, split: Path, results: common.ResultsFile) 
         client = Client(cluster)
 
     def cluster_pids() -> set[int]:
-        pids = set(client.run(os.getpid).values())
-        with contextlib.suppress(Exception):
-            pids |= set(client.run(os.getpid, nanny=True).values())
-        return pids
+        return common.cluster_pids(client)
 
     def wanted(task: str, rank: int, variant: str) -> bool:
         return not (args.resume and results.has(system="dmf", task=task, rank=rank, variant=variant))

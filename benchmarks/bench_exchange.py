@@ -92,11 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         rows[-1]["bytes_vs_all"] = round(rows[-1]["bytes_per_epoch"] / everywhere["bytes_per_epoch"], 3)
         rows[-1]["epoch_vs_all"] = round(rows[-1]["epoch_seconds_median"] / everywhere["epoch_seconds_median"], 2)
     output = common.write_run("exchange", args.scale, rows, args.output)
-    print(f"{'workers':>7} {'exchange':<8} {'MB/epoch':>9} {'predicted':>9} {'x all':>6} {'epoch s':>8} {'x all':>6}")
-    for row in rows:
-        print(f"{row['workers']:>7} {row['exchange']:<8} {row['bytes_per_epoch'] / 1e6:>9.1f} "
-              f"{row['predicted_bytes_per_epoch'] / 1e6:>9.1f} {row.get('bytes_vs_all', ''):>6} "
-              f"{row['epoch_seconds_median']:>8} {row.get('epoch_vs_all', ''):>6}")
+    shown = [{**row, "mb": f"{row['bytes_per_epoch'] / 1e6:.1f}", "predicted_mb": f"{row['predicted_bytes_per_epoch'] / 1e6:.1f}"}
+             for row in rows]
+    print(common.format_table(shown, [("workers", "workers", 7), ("exchange", "exchange", 8), ("mb", "MB/epoch", 9),
+                                      ("predicted_mb", "predicted", 9), ("bytes_vs_all", "x all", 6),
+                                      ("epoch_seconds_median", "epoch s", 8), ("epoch_vs_all", "x all", 6)]))
     print(f"wrote {output}")
     return 0
 

@@ -108,11 +108,12 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"ratings": model.n_ratings_, "rank": args.rank, "iterations": args.iterations, **found})
             del ratings
     output = common.write_run("fixed", "ml-20m", rows, args.output)
-    print(f"{'ratings':>11} {'to 1st solve':>12} {'epoch s':>8} {'solve/worker':>12} {'overhead/half-step':>18}")
+    print(common.format_table(rows, [("ratings", "ratings", 11), ("to_first_solve_seconds", "to 1st solve", 12),
+                                     ("epoch_seconds_median", "epoch s", 8),
+                                     ("solve_seconds_per_epoch_per_worker", "solve/worker", 12),
+                                     ("overhead_per_half_step", "overhead/half-step", 18)], left=0))
     for row in rows:
-        print(f"{row['ratings']:>11,} {row['to_first_solve_seconds']:>12} {row['epoch_seconds_median']:>8} "
-              f"{row['solve_seconds_per_epoch_per_worker']:>12} {row['overhead_per_half_step']:>18}")
-        print("    before the first solve (worker-seconds):",
+        print(f"before the first solve at {row['ratings']:,} ratings (worker-seconds):",
               ", ".join(f"{k} {v}" for k, v in list(row["setup_worker_seconds"].items())[:8]))
     print(f"wrote {output}")
     return 0

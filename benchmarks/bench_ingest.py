@@ -52,9 +52,8 @@ def main(argv: list[str] | None = None) -> int:
                              "rows": int(client.compute(frame.map_partitions(len).sum()).result())})
                 del frame
     output = common.write_run("ingest", args.scale, rows, args.output)
-    print(f"{'layout':<26} {'attempt':>7} {'partitions':>10} {'rows':>10} {'seconds':>8}")
-    for row in rows:
-        print(f"{row['layout']:<26} {row['attempt']:>7} {row['partitions']:>10} {row['rows']:>10} {row['seconds']:>8}")
+    print(common.format_table(rows, [("layout", "layout", 26), ("attempt", "attempt", 7), ("partitions", "partitions", 10),
+                                     ("rows", "rows", 10), ("seconds", "seconds", 8)], left=1))
     print(f"wrote {output}")
     return 0
 

@@ -15,8 +15,6 @@ seconds, the median epoch (epochs 2 and on), and the peak resident memory of all
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import sys
 from pathlib import Path
 
@@ -43,12 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with (LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=":0") as cluster,
           Client(cluster) as client):
-
         def cluster_pids() -> set[int]:
-            pids = set(client.run(os.getpid).values())
-            with contextlib.suppress(Exception):
-                pids |= set(client.run(os.getpid, nanny=True).values())
-            return pids
+            return common.cluster_pids(client)
 
         for scale in scales:
             with common.Measurement(cluster_pids) as ingest:
@@ -70,12 +64,10 @@ def main(argv: list[str] | None = None) -> int:
         row["epoch_vs_baseline"] = round(row["epoch_seconds_median"] / baseline["epoch_seconds_median"], 2)
         row["ratings_vs_baseline"] = round(row["ratings"] / baseline["ratings"], 2)
     output = common.write_run("scale", scales[-1], rows, args.output)
-    header = f"{'scale':<10} {'ratings':>12} {'ingest s':>9} {'fit s':>8} {'epoch s':>8} {'x epoch':>8} {'x ratings':>9} {'peak GiB':>9}"
-    print(header)
-    for row in rows:
-        print(f"{row['scale']:<10} {row['ratings']:>12,} {row['ingest_seconds']:>9} {row['fit_seconds']:>8} "
-              f"{row['epoch_seconds_median']:>8} {row['epoch_vs_baseline']:>8} {row['ratings_vs_baseline']:>9} "
-              f"{row['peak_memory_gib']:>9}")
+    print(common.format_table(rows, [("scale", "scale", 10), ("ratings", "ratings", 12), ("ingest_seconds", "ingest s", 9),
+                                     ("fit_seconds", "fit s", 8), ("epoch_seconds_median", "epoch s", 8),
+                                     ("epoch_vs_baseline", "x epoch", 8), ("ratings_vs_baseline", "x ratings", 9),
+                                     ("peak_memory_gib", "peak GiB", 9)], left=1))
     print(f"wrote {output}")
     return 0
 
