@@ -228,9 +228,10 @@ class _KillAt(logging.Handler):
 @pytest.mark.parametrize(("estimator", "blocks"), [
     (dmf.ALS, {"n_blocks": 4}), (dmf.ALS, {"n_blocks": 4, "exchange": "routed"}), (dmf.SGD, {"grid": 4})])
 def test_a_worker_lost_while_the_seen_items_are_gathered_gives_the_same_model(estimator, blocks):
-    """The training interactions are gathered in the background from epoch 1 on; a worker
-    killed right then takes some of them with it. The fit recovers and gives the same model
-    (a gather that waited for the lost parts once hung a nightly run)."""
+    """The training interactions are gathered in the background from epoch 1 on; a worker is
+    killed as that gather starts (whether it finished first depends on timing: the gather's
+    own watch for lost workers is tested directly below). The fit recovers and gives the same
+    model, seen items included (such a gather once hung a nightly run)."""
     ratings = random_ratings(300, 120, 0.1, seed=9)
     params = {"rank": 4, "max_iter": 4, "seed": 2, **blocks}
     with SubprocessCluster(n_workers=3) as cluster, Client(cluster.address, timeout="5s") as client:
