@@ -260,7 +260,7 @@ def test_a_gather_whose_worker_left_fails_instead_of_waiting_forever():
         survivor = cluster.worker_addresses()[1]
         release = distributed.Event("dmf-test-release", client=client)
         stuck = client.submit(release.wait, 120, workers=[survivor], pure=False)
-        gathering = Gathering(client, [stuck])
+        gathering = Gathering(client, [stuck], set(client.nthreads()))
         with pytest.raises(TimeoutError):  # nothing lost: it keeps waiting
             gathering.job.result(timeout=1.0)
         cluster.kill_worker(0)
@@ -273,7 +273,7 @@ def test_a_gather_whose_worker_left_fails_instead_of_waiting_forever():
         release.set()
         # without a lost worker, a gather that takes a while is simply waited for
         slow = client.submit(time.sleep, 1.5, pure=False)
-        assert Gathering(client, [slow]).result(poll=0.1, grace=0.1) == [None]
+        assert Gathering(client, [slow], set(client.nthreads())).result(poll=0.1, grace=0.1) == [None]
 
 
 # -- 9. schema drift in a growing snapshot -----------------------------------------------------

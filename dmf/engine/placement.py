@@ -32,10 +32,8 @@ class Gathering:
     training loop recovers from by rebuilding the blocks.
     """
 
-    def __init__(self, client, futures: list, workers: set[str] | None = None):
-        self.client, self.futures = client, futures
-        # the workers to watch: given (a placement's, no round trip to the scheduler) or asked for
-        self.workers = set(client.nthreads()) if workers is None else set(workers)
+    def __init__(self, client, futures: list, workers: set[str]):
+        self.client, self.futures, self.workers = client, futures, set(workers)  # the workers to watch
         self.job = BACKGROUND.submit(client.gather, futures)
 
     def result(self, poll: float = 1.0, grace: float = 5.0) -> list:
