@@ -43,6 +43,36 @@ def ratings() -> pd.DataFrame:
     return random_ratings(120, 60, 0.2, seed=61)
 
 
+@pytest.fixture(scope="module")
+def three_workers():
+    """Real worker processes shared by the tests that kill one; each test starts a replacement."""
+    with SubprocessCluster(n_workers=3) as cluster, Client(cluster.address, timeout="5s") as client:
+        yield cluster, client
+
+
+@pytest.fixture
+def killable(three_workers):
+    cluster, client = three_workers
+    yield cluster, client
+    while len(cluster.worker_pids()) < 3:
+        cluster.start_worker()
+
+
+class _KillAt(logging.Handler):
+    """Kill a worker of ``cluster`` when dmf logs a line starting with ``prefix`` (then hold
+    the logging thread ``pause`` seconds)."""
+
+    def __init__(self, cluster, prefix: str, pause: float = 0.0):
+        super().__init__()
+        self.cluster, self.prefix, self.pause, self.killed = cluster, prefix, pause, False
+
+    def emit(self, record):
+        if not self.killed and record.getMessage().startswith(self.prefix):
+            self.killed = True
+            self.cluster.kill_worker(0)
+            time.sleep(self.pause)
+
+
 def _poisoned(model: dmf.ALS) -> dmf.ALS:
     """The model with NaN in some item factors (what a diverged or damaged model holds)."""
     item_factors = model.item_factors_.copy()
@@ -105,33 +135,33 @@ def _slow_frame(frame: pd.DataFrame, n_parts: int, seconds: float):
 
 
 @pytest.mark.slow
-def test_a_worker_lost_during_evaluation_is_survived(ratings, caplog):
-    with SubprocessCluster(n_workers=3) as cluster, Client(cluster.address) as client:
-        model = dmf.ALS(rank=3, max_iter=2).fit(ratings, client=client)
-        expected = dmf.error_totals(model, ratings, client=client)
-        slow_test = _slow_frame(ratings, 12, 0.4)
-        earlier = set(client.who_has())  # the first evaluation's model may linger
-        result: dict = {}
+def test_a_worker_lost_during_evaluation_is_survived(killable, ratings, caplog):
+    cluster, client = killable
+    model = dmf.ALS(rank=3, max_iter=2).fit(ratings, client=client)
+    expected = dmf.error_totals(model, ratings, client=client)
+    slow_test = _slow_frame(ratings, 12, 0.4)
+    earlier = set(client.who_has())  # the first evaluation's model may linger
+    result: dict = {}
 
-        def evaluate():
-            try:
-                result.update(dmf.error_totals(model, slow_test, client=client))
-            except Exception as error:  # noqa: BLE001 - the test inspects it
-                result["error"] = error
+    def evaluate():
+        try:
+            result.update(dmf.error_totals(model, slow_test, client=client))
+        except Exception as error:  # noqa: BLE001 - the test inspects it
+            result["error"] = error
 
-        evaluation = threading.Thread(target=evaluate)
-        evaluation.start()
-        holder = None
-        for _ in range(100):  # the worker that holds the broadcast model
-            holders = [workers for key, workers in client.who_has().items()
-                       if str(key).startswith("FittedModel") and key not in earlier]
-            if holders and holders[0]:
-                holder = holders[0][0]
-                break
-            time.sleep(0.05)
-        assert holder is not None
-        cluster.kill_worker(cluster.worker_addresses().index(holder))
-        evaluation.join(timeout=120)
+    evaluation = threading.Thread(target=evaluate)
+    evaluation.start()
+    holder = None
+    for _ in range(100):  # the worker that holds the broadcast model
+        holders = [workers for key, workers in client.who_has().items()
+                   if str(key).startswith("FittedModel") and key not in earlier]
+        if holders and holders[0]:
+            holder = holders[0][0]
+            break
+        time.sleep(0.05)
+    assert holder is not None
+    cluster.kill_worker(cluster.worker_addresses().index(holder))
+    evaluation.join(timeout=120)
     assert result.get("error") is None
     assert result["count"] == expected["count"] and result["rmse"] == pytest.approx(expected["rmse"], rel=1e-12)
     assert "evaluation lost data on a failed worker" in caplog.text
@@ -176,7 +206,7 @@ def test_a_lost_scheduler_stops_the_fit_at_once_and_says_so(caplog):
     assert "rebuilding blocks" not in caplog.text
 
 
-def test_a_worker_lost_during_early_stopping_keeps_the_same_best_epoch():
+def test_a_worker_lost_during_early_stopping_keeps_the_same_best_epoch(killable):
     """The best epoch's factors are on the client, so a lost worker changes nothing: the fit
     stops where it would have and keeps the same epoch, bit for bit."""
     ratings = random_ratings(80, 60, 0.4, seed=4, rank=2, noise=0.8)
@@ -184,26 +214,17 @@ def test_a_worker_lost_during_early_stopping_keeps_the_same_best_epoch():
     test = ratings.drop(train.index)
     params = {"rank": 12, "reg": 0.001, "damping": 0.0, "bias_damping": 0.0, "max_iter": 30, "n_blocks": 2,
               "solver": "cholesky"}
-    with SubprocessCluster(n_workers=3) as cluster, Client(cluster.address, timeout="5s") as client:
-        calm = dmf.ALS(**params).fit(train, validation=test, patience=3, client=client)
-        kept = [record["epoch"] for record in calm.history_ if record.get("kept")]
-        assert kept and len(calm.history_) == kept[0] + 3 < 30
+    cluster, client = killable
+    calm = dmf.ALS(**params).fit(train, validation=test, patience=3, client=client)
+    kept = [record["epoch"] for record in calm.history_ if record.get("kept")]
+    assert kept and len(calm.history_) == kept[0] + 3 < 30
 
-        class KillAtEpoch(logging.Handler):
-            killed = False
-
-            def emit(self, record):
-                if not self.killed and record.getMessage().startswith(f"epoch {kept[0] + 2} "):
-                    self.killed = True
-                    cluster.kill_worker(0)
-                    time.sleep(1.5)
-
-        killer = KillAtEpoch()
-        logging.getLogger("dmf").addHandler(killer)
-        try:
-            stormy = dmf.ALS(**params).fit(train, validation=test, patience=3, client=client)
-        finally:
-            logging.getLogger("dmf").removeHandler(killer)
+    killer = _KillAt(cluster, f"epoch {kept[0] + 2} ", pause=1.5)
+    logging.getLogger("dmf").addHandler(killer)
+    try:
+        stormy = dmf.ALS(**params).fit(train, validation=test, patience=3, client=client)
+    finally:
+        logging.getLogger("dmf").removeHandler(killer)
     assert killer.killed
     assert [r["epoch"] for r in stormy.history_ if r.get("kept")] == kept
     assert len(stormy.history_) == len(calm.history_)
@@ -211,37 +232,24 @@ def test_a_worker_lost_during_early_stopping_keeps_the_same_best_epoch():
     np.testing.assert_array_equal(stormy.item_biases_, calm.item_biases_)
 
 
-class _KillAt(logging.Handler):
-    """Kill a worker of ``cluster`` when dmf logs a line starting with ``prefix``."""
-
-    def __init__(self, cluster, prefix: str):
-        super().__init__()
-        self.cluster, self.prefix, self.killed = cluster, prefix, False
-
-    def emit(self, record):
-        if not self.killed and record.getMessage().startswith(self.prefix):
-            self.killed = True
-            self.cluster.kill_worker(0)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize(("estimator", "blocks"), [
     (dmf.ALS, {"n_blocks": 4}), (dmf.ALS, {"n_blocks": 4, "exchange": "routed"}), (dmf.SGD, {"grid": 4})])
-def test_a_worker_lost_while_the_seen_items_are_gathered_gives_the_same_model(estimator, blocks):
+def test_a_worker_lost_while_the_seen_items_are_gathered_gives_the_same_model(killable, estimator, blocks):
     """The training interactions are gathered in the background from epoch 1 on; a worker is
     killed as that gather starts (whether it finished first depends on timing: the gather's
     own watch for lost workers is tested directly below). The fit recovers and gives the same
     model, seen items included (such a gather once hung a nightly run)."""
     ratings = random_ratings(300, 120, 0.1, seed=9)
     params = {"rank": 4, "max_iter": 4, "seed": 2, **blocks}
-    with SubprocessCluster(n_workers=3) as cluster, Client(cluster.address, timeout="5s") as client:
-        calm = estimator(**params).fit(ratings, client=client)
-        killer = _KillAt(cluster, "epoch 1 ")
-        logging.getLogger("dmf").addHandler(killer)
-        try:
-            stormy = estimator(**params).fit(ratings, client=client)
-        finally:
-            logging.getLogger("dmf").removeHandler(killer)
+    cluster, client = killable
+    calm = estimator(**params).fit(ratings, client=client)
+    killer = _KillAt(cluster, "epoch 1 ")
+    logging.getLogger("dmf").addHandler(killer)
+    try:
+        stormy = estimator(**params).fit(ratings, client=client)
+    finally:
+        logging.getLogger("dmf").removeHandler(killer)
     assert killer.killed
     np.testing.assert_array_equal(stormy.user_factors_, calm.user_factors_)
     np.testing.assert_array_equal(stormy.item_factors_, calm.item_factors_)
@@ -253,27 +261,27 @@ def test_a_worker_lost_while_the_seen_items_are_gathered_gives_the_same_model(es
 
 
 @pytest.mark.slow
-def test_a_gather_whose_worker_left_fails_instead_of_waiting_forever():
+def test_a_gather_whose_worker_left_fails_instead_of_waiting_forever(killable):
     from dmf.engine.placement import Gathering
 
-    with SubprocessCluster(n_workers=2) as cluster, Client(cluster.address, timeout="5s") as client:
-        survivor = cluster.worker_addresses()[1]
-        release = distributed.Event("dmf-test-release", client=client)
-        stuck = client.submit(release.wait, 120, workers=[survivor], pure=False)
-        gathering = Gathering(client, [stuck], set(client.nthreads()))
-        with pytest.raises(TimeoutError):  # nothing lost: it keeps waiting
-            gathering.job.result(timeout=1.0)
-        cluster.kill_worker(0)
-        started = time.monotonic()
-        with pytest.raises(concurrent.futures.CancelledError, match="a worker left while gathering 1 results"):
-            gathering.result(grace=1.0)
-        assert time.monotonic() - started < 10
-        gathering.job.exception(timeout=10)  # the background thread is free again
-        assert stuck.status == "cancelled"
-        release.set()
-        # without a lost worker, a gather that takes a while is simply waited for
-        slow = client.submit(time.sleep, 1.5, pure=False)
-        assert Gathering(client, [slow], set(client.nthreads())).result(poll=0.1, grace=0.1) == [None]
+    cluster, client = killable
+    survivor = cluster.worker_addresses()[1]
+    release = distributed.Event("dmf-test-release", client=client)
+    stuck = client.submit(release.wait, 120, workers=[survivor], pure=False)
+    gathering = Gathering(client, [stuck], set(client.nthreads()))
+    with pytest.raises(TimeoutError):  # nothing lost: it keeps waiting
+        gathering.job.result(timeout=1.0)
+    cluster.kill_worker(0)
+    started = time.monotonic()
+    with pytest.raises(concurrent.futures.CancelledError, match="a worker left while gathering 1 results"):
+        gathering.result(grace=1.0)
+    assert time.monotonic() - started < 10
+    gathering.job.exception(timeout=10)  # the background thread is free again
+    assert stuck.status == "cancelled"
+    release.set()
+    # without a lost worker, a gather that takes a while is simply waited for
+    slow = client.submit(time.sleep, 1.5, pure=False)
+    assert Gathering(client, [slow], set(client.nthreads())).result(poll=0.1, grace=0.1) == [None]
 
 
 # -- 9. schema drift in a growing snapshot -----------------------------------------------------
