@@ -16,6 +16,7 @@ from dmf.engine.blocks import build_rating_blocks
 from dmf.engine.layout import BlockLayout
 from dmf.engine.placement import Placement
 from dmf.engine.ratings_pass import ids_and_stats
+from dmf.engine.routing import submit_routes
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +54,6 @@ class PreparedRatings:
         submitted once and shared by every fit on these blocks: ``(compact user blocks, user
         rows for each item block, compact item blocks, item rows for each user block)``."""
         if "routes" not in self.cache:
-            from dmf.engine.routing import submit_routes
-
             self.cache["routes"] = (submit_routes(self.user_blocks, self.item_layout.bounds, placement)
                                     + submit_routes(self.item_blocks, self.user_layout.bounds, placement))
         return self.cache["routes"]
