@@ -34,17 +34,18 @@ SVD_TEST_STREAM = 0x5FD0
 #: every other stream for any number of sweeps below 2**40).
 BPMF_NOISE_STREAM = 0xB9F0 << 40
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
-_MIX2 = np.uint64(0x94D049BB133111EB)
+#: SplitMix64's constants (also the compiled draws', :mod:`dmf.engine._compiled_random`).
+SPLITMIX_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+SPLITMIX_MIX1 = np.uint64(0xBF58476D1CE4E5B9)
+SPLITMIX_MIX2 = np.uint64(0x94D049BB133111EB)
 
 
 def splitmix64(x: np.ndarray) -> np.ndarray:
     """The SplitMix64 finaliser of uint64 values (a bijection with good avalanche)."""
     with np.errstate(over="ignore"):
-        z = x + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _MIX1
-        z = (z ^ (z >> np.uint64(27))) * _MIX2
+        z = x + SPLITMIX_GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * SPLITMIX_MIX1
+        z = (z ^ (z >> np.uint64(27))) * SPLITMIX_MIX2
         return z ^ (z >> np.uint64(31))
 
 
@@ -69,7 +70,7 @@ def id_hashes(ids) -> np.ndarray:
 
 def _stream_base(seed: int, stream: int) -> np.uint64:
     with np.errstate(over="ignore"):
-        return splitmix64(np.array([int(seed) % 2**64], dtype=np.uint64) ^ (np.uint64(stream) * _MIX1))[0]
+        return splitmix64(np.array([int(seed) % 2**64], dtype=np.uint64) ^ (np.uint64(stream) * SPLITMIX_MIX1))[0]
 
 
 def counter_bits(seed: int, stream: int, entity: np.ndarray, counter: np.ndarray | int = 0) -> np.ndarray:
@@ -79,7 +80,7 @@ def counter_bits(seed: int, stream: int, entity: np.ndarray, counter: np.ndarray
     """
     with np.errstate(over="ignore"):
         keys = splitmix64(np.asarray(entity).astype(np.uint64) ^ _stream_base(seed, stream))
-        return splitmix64(keys ^ (np.asarray(counter).astype(np.uint64) * _MIX2))
+        return splitmix64(keys ^ (np.asarray(counter).astype(np.uint64) * SPLITMIX_MIX2))
 
 
 def _unit_interval(bits: np.ndarray) -> np.ndarray:
@@ -100,13 +101,29 @@ def counter_normal(seed: int, stream: int, entity: np.ndarray, counter: np.ndarr
     return np.sqrt(-2.0 * np.log(first)) * np.cos(2.0 * np.pi * second)
 
 
+def entity_keys(seed: int, stream: int, hashes: np.ndarray) -> np.ndarray:
+    """The key (uint64) of each entity's row of :func:`entity_normals`."""
+    with np.errstate(over="ignore"):
+        return splitmix64(np.asarray(hashes, dtype=np.uint64) ^ _stream_base(seed, stream))
+
+
+def entity_uniforms(keys: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """The two uniform matrices (len(keys), width) behind :func:`entity_normals`: entry ``j``
+    of a row draws from ``key·MIX2 + 2j`` and the next counter. The NumPy reference of the
+    compiled :func:`dmf.engine._compiled_random.entity_uniforms` (the same bits)."""
+    with np.errstate(over="ignore"):
+        position = np.arange(width, dtype=np.uint64) * np.uint64(2)
+        counters = keys[:, None] * SPLITMIX_MIX2 + position[None, :]
+        return _unit_interval(splitmix64(counters)), _unit_interval(splitmix64(counters + np.uint64(1)))
+
+
+def box_muller(first: np.ndarray, second: np.ndarray) -> np.ndarray:
+    """Standard normals from two uniforms in (0, 1) per entry (one Box-Muller branch)."""
+    return np.sqrt(-2.0 * np.log(first)) * np.cos(2.0 * np.pi * second)
+
+
 def entity_normals(seed: int, stream: int, hashes: np.ndarray, width: int) -> np.ndarray:
     """Standard normal matrix (len(hashes), width); row i is a function of (seed, stream,
-    hashes[i]) only. ``hashes`` come from :func:`id_hashes`."""
-    with np.errstate(over="ignore"):
-        entity_keys = splitmix64(np.asarray(hashes, dtype=np.uint64) ^ _stream_base(seed, stream))
-        position = np.arange(width, dtype=np.uint64) * np.uint64(2)
-        keys = entity_keys[:, None] * _MIX2 + position[None, :]
-    first = _unit_interval(splitmix64(keys))
-    second = _unit_interval(splitmix64(keys + np.uint64(1)))
-    return np.sqrt(-2.0 * np.log(first)) * np.cos(2.0 * np.pi * second)
+    hashes[i]) only. ``hashes`` come from :func:`id_hashes`. In NumPy; the engine draws the
+    same bits compiled (:func:`dmf.engine.kernels.seeded_normals`)."""
+    return box_muller(*entity_uniforms(entity_keys(seed, stream, hashes), width))

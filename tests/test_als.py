@@ -4,7 +4,8 @@ import dask.dataframe as dd
 import numpy as np
 import pandas as pd
 import pytest
-from distributed import Client, LocalCluster, get_task_stream
+from dask.utils import key_split
+from distributed import Client, LocalCluster, get_task_stream, wait
 from helpers import dense_als, random_ratings
 
 import dmf
@@ -152,3 +153,31 @@ def test_verbose_fit_prints_one_line_per_epoch(client, capfd):
     lines = [line for line in capfd.readouterr().err.splitlines() if "train_rmse=" in line]
     assert [line.split("epoch ")[1].split()[0] for line in lines] == ["1", "2", "3"]
     assert not logging.getLogger("dmf").handlers  # nothing left behind
+
+
+def test_ratings_persisted_on_one_worker_are_split_on_both(client):
+    """The block build spreads the ratings' splits over the workers even when every partition
+    sits on one of them (by the workers' shares, moving the excess), and the model is the
+    same as from the ratings in one partition."""
+    ratings = random_ratings(150, 80, 0.2, seed=12)
+    first, second = sorted(client.nthreads())
+    crowded = client.persist(dd.from_pandas(ratings, npartitions=6), workers=[first])
+    wait(crowded)
+    assert {holders for holders in client.who_has(crowded).values()} == {(first,)}
+    with get_task_stream(client) as stream:
+        model = dmf.ALS(rank=4, max_iter=2, seed=3).fit(crowded, validate=False)
+    splits = [task["worker"] for task in stream.data if key_split(task["key"]) == "index_and_split"]
+    assert len(splits) == 6 and splits.count(first) == 3 and splits.count(second) == 3, splits
+    reference = dmf.ALS(rank=4, max_iter=2, seed=3).fit(ratings, validate=False)
+    np.testing.assert_array_equal(model.item_factors_, reference.item_factors_)
+
+
+def test_balanced_moves_keep_a_share_per_thread_and_move_only_the_excess():
+    from dmf.engine.placement import balanced_moves
+
+    assert balanced_moves(["a"] * 5 + ["b"] * 5, ["a", "b"]) == {}
+    assert balanced_moves(["a"] * 18 + ["b"] * 3, ["a", "b"]) == {p: "b" for p in range(11, 18)}
+    # shares follow threads: "a" has two slots of three, so it keeps ceil(6 * 2 / 3) = 4
+    assert balanced_moves(["a"] * 6, ["a", "b", "a"]) == {4: "b", 5: "b"}
+    # a holder that is no longer a worker: its partitions go to the least-loaded workers
+    assert balanced_moves(["gone", "gone", "a"], ["a", "b"]) == {0: "b", 1: "a"}

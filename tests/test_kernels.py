@@ -217,3 +217,25 @@ def test_a_fresh_installation_compiles_the_kernels_on_one_worker_only(tmp_path, 
         stats = client.run(lambda: [sum(counter.values()) for counter in (
             __import__("dmf.engine._compiled").engine._compiled.cg_solve_rows.stats[1:3])])
     assert sorted(stats.values()) == [[0, 1], [1, 0]], stats  # per worker: [loaded, compiled]
+
+
+@pytest.mark.parametrize("width", [1, 7, 64])
+def test_compiled_seeded_normals_are_the_numpy_reference_bit_for_bit(width):
+    from dmf.engine.kernels import seeded_normals
+    from dmf.random import entity_normals
+
+    rng = np.random.default_rng(width)
+    hashes = np.concatenate([rng.integers(0, 2**63, 500, dtype=np.int64).astype(np.uint64) | np.uint64(2**63),
+                             np.arange(500, dtype=np.uint64)])
+    np.testing.assert_array_equal(seeded_normals(11, 3, hashes, width), entity_normals(11, 3, hashes, width))
+    normals = seeded_normals(11, 3, hashes, 64)
+    assert abs(normals.mean()) < 0.02 and abs(normals.std() - 1) < 0.02
+
+
+@pytest.mark.parametrize("ids", [np.array([5, 3, 5, 0, 9, 3]), np.array([2**40, 7, 7, -3]),
+                                 np.array(["b", "a", "b"], dtype=object), np.array([], dtype=np.int64)])
+def test_distinct_ids_are_the_set_of_the_ids(ids):
+    from dmf.engine.ratings_pass import distinct_ids
+
+    found = distinct_ids(ids)
+    assert sorted(found.tolist()) == sorted(set(ids.tolist())) and found.dtype == ids.dtype

@@ -34,12 +34,12 @@ import numpy as np
 
 from dmf import scheduler
 from dmf.engine.blocks import seen_pattern
-from dmf.engine.kernels import RatingBlock, gathered_rows, padded_lengths
+from dmf.engine.kernels import RatingBlock, gathered_rows, padded_lengths, seeded_normals
 from dmf.engine.placement import Placement
 from dmf.engine.prepared import prepare_ratings
 from dmf.engine.svd import GRAINS, grain_grams, times
 from dmf.model.fitted import FittedModel, SeenItems
-from dmf.random import BPMF_NOISE_STREAM, ITEM_FACTOR_STREAM, USER_FACTOR_STREAM, entity_normals
+from dmf.random import BPMF_NOISE_STREAM, ITEM_FACTOR_STREAM, USER_FACTOR_STREAM
 
 logger = logging.getLogger(__name__)
 
@@ -121,11 +121,11 @@ def sample_hyperparameters(moments: np.ndarray, rank: int, generator: np.random.
 
 
 def row_noise(hashes: np.ndarray, seed: int, sweep: int, side: str, rank: int) -> np.ndarray:
-    return entity_normals(seed, noise_stream(sweep, side), hashes, rank)
+    return seeded_normals(seed, noise_stream(sweep, side), hashes, rank)
 
 
 def initial_rows(hashes: np.ndarray, seed: int, stream: int, rank: int) -> np.ndarray:
-    return INITIAL_SCALE * entity_normals(seed, stream, hashes, rank)
+    return INITIAL_SCALE * seeded_normals(seed, stream, hashes, rank)
 
 
 def sample_block(block: RatingBlock, others: list, offset: float, hyper: tuple, alpha: float,

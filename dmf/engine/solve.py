@@ -15,8 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dmf.engine.kernels import RatingBlock, SolveOptions, aligned_empty_float32, cg_solve_ratings, solve_rows
-from dmf.random import entity_normals
+from dmf.engine.kernels import RatingBlock, SolveOptions, aligned_empty_float32, cg_solve_ratings, seeded_normals, solve_rows
 
 #: Rows of initial factors computed at a time (same values as one piece). At rank 64 the
 #: temporaries are 64 KB: in cache, and under glibc's mmap threshold. In a Dask worker (its
@@ -106,7 +105,7 @@ def initial_factors(id_hashes: np.ndarray, rank: int, seed: int, stream: int, no
     id_hashes = np.asarray(id_hashes, dtype=np.uint64)
     out = np.empty((len(id_hashes), rank), dtype=np.float32)
     for start in range(0, len(id_hashes), _INITIAL_CHUNK):
-        factors = entity_normals(seed, stream, id_hashes[start : start + _INITIAL_CHUNK], rank) / math.sqrt(rank)
+        factors = seeded_normals(seed, stream, id_hashes[start : start + _INITIAL_CHUNK], rank) / math.sqrt(rank)
         out[start : start + _INITIAL_CHUNK] = np.abs(factors) if nonnegative else factors
     return out
 

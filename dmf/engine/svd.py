@@ -35,13 +35,13 @@ import scipy.sparse
 
 from dmf import scheduler
 from dmf.engine.blocks import seen_pattern
-from dmf.engine.kernels import RatingBlock
+from dmf.engine.kernels import RatingBlock, seeded_normals
 from dmf.engine.layout import BlockLayout
 from dmf.engine.placement import Placement
 from dmf.engine.prepared import prepare_ratings
 from dmf.engine.solve import FactorTable
 from dmf.model.fitted import FittedModel, SeenItems
-from dmf.random import SVD_TEST_STREAM, entity_normals
+from dmf.random import SVD_TEST_STREAM
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def times(panel: np.ndarray, matrix: np.ndarray) -> np.ndarray:
 
 def test_panel(hashes: np.ndarray, seed: int, width: int) -> np.ndarray:
     """Rows of the seeded Gaussian test matrix Ω (a function of the seed and each id)."""
-    return entity_normals(seed, SVD_TEST_STREAM, hashes, width)
+    return seeded_normals(seed, SVD_TEST_STREAM, hashes, width)
 
 
 def fit_svd(ratings: dd.DataFrame, *, rank: int, oversample: int, n_iter: int, center: bool, seed: int,

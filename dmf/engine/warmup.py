@@ -26,7 +26,7 @@ def compile_kernels(objective) -> None:
     kernels compile (or load from numba's cache) with the signatures a fit uses."""
     from dmf.engine._compiled import rating_scores
     from dmf.engine.blocks import assemble_block, split_rows
-    from dmf.engine.kernels import aligned_empty_float32
+    from dmf.engine.kernels import aligned_empty_float32, seeded_normals
     from dmf.engine.solve import FactorTable, solve_block
 
     values = np.array([4.0, 3.0, 5.0], np.float32)
@@ -41,6 +41,7 @@ def compile_kernels(objective) -> None:
         other.gram = factors.astype(np.float64).T @ factors.astype(np.float64)
     solved = solve_block(block, other, None, 4.0, objective, True)
     rating_scores(block.indptr, block.cols, solved.factors, factors)
+    seeded_normals(0, 1, np.zeros(2, np.uint64), objective.rank)  # the initial tables' draws
 
 
 def compile_once(client, objective) -> None:
