@@ -239,3 +239,22 @@ def test_distinct_ids_are_the_set_of_the_ids(ids):
 
     found = distinct_ids(ids)
     assert sorted(found.tolist()) == sorted(set(ids.tolist())) and found.dtype == ids.dtype
+
+
+def test_csr_rows_with_values_in_the_sort_keys_equal_a_dense_reference():
+    from dmf.engine.blocks import rows_to_csr
+
+    rng = np.random.default_rng(4)
+    dense = np.where(rng.random((300, 200)) < 0.1, rng.integers(1, 11, (300, 200)) / 2, 0).astype(np.float32)
+    rows, cols = np.nonzero(dense)
+    order = rng.permutation(len(rows))
+    rows, cols, values = rows[order].astype(np.int32), cols[order].astype(np.int32), dense[rows, cols][order]
+    for values_in_keys in (False, True):
+        indptr, got_cols, got_values = rows_to_csr(rows, cols, values, 300, values_in_keys=values_in_keys)
+        got = sp.csr_matrix((got_values, got_cols, indptr), shape=(300, 200))
+        assert got.has_sorted_indices and got_values.dtype == np.float32
+        np.testing.assert_array_equal(got.toarray(), dense)
+    # wide rows and columns (more than 32 bits together) take the positional path
+    indptr, got_cols, got_values = rows_to_csr(np.array([2, 0, 2]), np.array([2**20, 5, 3], np.int32),
+                                               np.array([1.5, 2.5, 3.5], np.float32), 2**13, values_in_keys=True)
+    assert indptr[:4].tolist() == [0, 1, 1, 3] and got_cols.tolist() == [5, 3, 2**20] and got_values.tolist() == [2.5, 3.5, 1.5]

@@ -21,7 +21,14 @@ import numpy as np
 import pandas as pd
 
 from dmf.columns import ITEM, RATING, USER
-from dmf.engine._compiled import packed_sort_keys, sort_into_rows, split_by_bounds, unpack_sorted_keys
+from dmf.engine._compiled_blocks import (
+    packed_sort_keys,
+    sort_into_rows,
+    split_by_bounds,
+    unpack_sorted_keys,
+    unpack_value_keys,
+    value_sort_keys,
+)
 from dmf.engine.kernels import RatingBlock
 from dmf.engine.layout import BlockLayout
 
@@ -66,7 +73,7 @@ def assemble_block(pieces: list, start: int, stop: int, row_side: str, duplicate
     cols = np.concatenate([p[1] for p in pieces]) if pieces else np.empty(0, np.int32)
     values = np.concatenate([p[2] for p in pieces]) if pieces else np.empty(0, np.float32)
     n_rows = stop - start
-    indptr, cols, values = rows_to_csr(rows, cols, values, n_rows)
+    indptr, cols, values = rows_to_csr(rows, cols, values, n_rows, values_in_keys=True)
     # a pair repeats when its column equals the previous one within the same row
     repeated = np.zeros(len(cols), dtype=bool)
     repeated[1:] = cols[1:] == cols[:-1]
@@ -86,18 +93,28 @@ def assemble_block(pieces: list, start: int, stop: int, row_side: str, duplicate
     return RatingBlock(start=int(start), indptr=indptr, cols=cols, values=values)
 
 
-def rows_to_csr(local_rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int) -> tuple:
+def rows_to_csr(local_rows: np.ndarray, cols: np.ndarray, values: np.ndarray, n_rows: int,
+                values_in_keys: bool = False) -> tuple:
     """``(indptr, cols, values)`` of ``(row, col, value)`` triples sorted by (row, column), equal
-    pairs in input order.
+    pairs in input order (by value instead with ``values_in_keys``).
 
     When row, column and input position fit 64 bits together they are packed into one key
     and sorted by NumPy's vectorized sort (2.5x faster than the counting sorts of
-    ``sort_into_rows`` on a 4.5 M-rating block); otherwise the counting sorts.
+    ``sort_into_rows`` on a 4.5 M-rating block); otherwise the counting sorts. With
+    ``values_in_keys``, float32 values, and row and column in 32 bits, the key carries the
+    value's bits in place of the position: no gather of values after the sort (a 9 M-rating
+    block of ml-20m's shape: 0.19 s instead of 0.25 s).
     """
     n, n_rows = len(cols), int(n_rows)
     col_bits = int(cols.max()).bit_length() if n else 0
+    row_bits = max(n_rows - 1, 0).bit_length()
+    if values_in_keys and values.dtype == np.float32 and row_bits + col_bits <= 32:
+        keys = value_sort_keys(local_rows, cols, values.view(np.uint32), col_bits)
+        keys.sort()
+        indptr, cols, value_bits = unpack_value_keys(keys, n_rows, col_bits)
+        return indptr, cols, value_bits.view(np.float32)
     position_bits = max(n - 1, 0).bit_length()
-    if max(n_rows - 1, 0).bit_length() + col_bits + position_bits >= 64:
+    if row_bits + col_bits + position_bits >= 64:
         return sort_into_rows(local_rows, cols, values, n_rows)
     keys = packed_sort_keys(local_rows, cols, col_bits, position_bits)
     keys.sort()
