@@ -258,3 +258,14 @@ def test_csr_rows_with_values_in_the_sort_keys_equal_a_dense_reference():
     indptr, got_cols, got_values = rows_to_csr(np.array([2, 0, 2]), np.array([2**20, 5, 3], np.int32),
                                                np.array([1.5, 2.5, 3.5], np.float32), 2**13, values_in_keys=True)
     assert indptr[:4].tolist() == [0, 1, 1, 3] and got_cols.tolist() == [5, 3, 2**20] and got_values.tolist() == [2.5, 3.5, 1.5]
+
+
+def test_fits_set_the_allocator_of_every_worker(client):
+    """A fit registers the allocator plugin (glibc's mmap and trim thresholds raised in each
+    worker, present and future); ``tune_allocator`` succeeds on this glibc machine."""
+    from dmf.engine.warmup import AllocatorPlugin, tune_allocator
+
+    dmf.ALS(rank=2, max_iter=1).fit(random_ratings(20, 15, 0.3, seed=1))
+    registered = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.worker_plugins))
+    assert AllocatorPlugin.name in registered
+    assert set(client.run(tune_allocator).values()) == {True}
