@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import ctypes
 import logging
 import os
 import time
@@ -14,6 +15,7 @@ import dask
 from distributed import Client, default_client, futures_of, wait
 from distributed.client import FuturesCancelledError
 from distributed.comm.core import CommClosedError
+from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.diagnostics.progressbar import ProgressBar
 from distributed.scheduler import KilledWorker
 from distributed.utils import LoopRunner
@@ -67,6 +69,53 @@ def retry_on_worker_loss(run: Callable[[], T], what: str, client: Client | None,
             logger.warning("%s lost data on a failed worker (%s: %s); running it again (attempt %d of %d)",
                            what, type(failure).__name__, failure, attempt + 1, attempts)
     raise AssertionError("unreachable")
+
+
+#: glibc allocator settings for dmf's workers. Dask's nanny starts workers with
+#: ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap threshold at 128 KiB: every
+#: array over 128 KiB is then a fresh mapping whose pages fault in on first touch, and a
+#: block split ran 2.5x slower than in a plain process (50 against 19.5 ms for 857 k ratings).
+#: With these thresholds arrays up to 32 MiB reuse the heap and up to 128 MiB of freed heap is
+#: kept per arena (19.8 ms). ``DMF_TUNE_ALLOCATOR=0`` on the client leaves Dask's settings.
+#: Registered by :func:`tune_workers`, which every training loop calls (through its
+#: :class:`~dmf.engine.placement.Placement`).
+MMAP_THRESHOLD = 32 * 2**20
+TRIM_THRESHOLD = 128 * 2**20
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
+
+
+def tune_allocator() -> bool:
+    """Set :data:`MMAP_THRESHOLD` and :data:`TRIM_THRESHOLD` in this process (glibc's
+    ``mallopt``); False where that is not glibc."""
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+class AllocatorPlugin(WorkerPlugin):
+    """Runs :func:`tune_allocator` on every worker, present and future (a replacement too)."""
+
+    name = "dmf-allocator"
+
+    def setup(self, worker) -> None:
+        tune_allocator()
+
+
+#: Schedulers whose workers :func:`tune_workers` has set up (once per client process).
+_TUNED: set[str] = set()
+
+
+def tune_workers(client: Client | None) -> None:
+    """Register :class:`AllocatorPlugin` on ``client``'s cluster, once per scheduler (unless
+    ``DMF_TUNE_ALLOCATOR=0``); nothing without a cluster."""
+    if client is None or os.environ.get("DMF_TUNE_ALLOCATOR", "1") == "0":
+        return
+    address = getattr(client.scheduler, "address", None)
+    if address not in _TUNED:
+        client.register_plugin(AllocatorPlugin())
+        _TUNED.add(address)
 
 
 def resolve_client(client: Client | None = None) -> Client | None:

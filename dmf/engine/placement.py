@@ -65,6 +65,7 @@ class Placement:
 
     def __init__(self, client):
         self.client = client
+        scheduler.tune_workers(client)  # the workers' allocator, once per scheduler
         self.refresh()
 
     def refresh(self) -> None:
@@ -75,12 +76,11 @@ class Placement:
         """Annotation context: tasks built inside go to the worker of slot ``block mod n_slots``
         (another worker takes them only when that one is gone); no preference for None or
         without a cluster."""
-        if block is None or not self.slots:
-            return contextlib.nullcontext()
-        return dask.annotate(workers=[self.slots[block % len(self.slots)]], allow_other_workers=True)
+        return pinned(self.slots[block % len(self.slots)] if block is not None and self.slots else None)
 
-    def on_partitions(self, frame) -> list:
-        """Annotation contexts, one per partition of ``frame``, for the tasks that read it.
+    def on_partitions(self, frame):
+        """``on(p)``: the annotation context for the tasks that read partition ``p`` of ``frame``
+        (read the workers once, call it for every pass over the partitions).
 
         When the partitions are persisted on this cluster, each task goes to the worker holding
         its partition, except a worker's partitions beyond its share (by threads), which go to
@@ -89,10 +89,9 @@ class Placement:
         (partitions read by the graph itself) no preference."""
         holders = self._holders(frame)
         if not holders:
-            return [contextlib.nullcontext()] * frame.npartitions
+            return lambda partition: pinned(None)
         moves = balanced_moves(holders, self.slots)
-        return [dask.annotate(workers=[moves.get(p, holder)], allow_other_workers=True)
-                for p, holder in enumerate(holders)]
+        return lambda partition: pinned(moves.get(partition, holders[partition]))
 
     def _holders(self, frame) -> list | None:
         """The worker holding each partition of ``frame``, when all are persisted on this
@@ -136,6 +135,14 @@ def dropped(gathering: Gathering | None) -> None:
     about to rebuild or release); None, for the trainer to store."""
     if gathering is not None:
         gathering.cancel()
+
+
+def pinned(worker: str | None):
+    """Annotation context: tasks built inside go to ``worker`` (another worker takes them only
+    when that one is gone); no preference for None."""
+    if worker is None:
+        return contextlib.nullcontext()
+    return dask.annotate(workers=[worker], allow_other_workers=True)
 
 
 def balanced_moves(holders: list[str], slots: list[str]) -> dict[int, str]:

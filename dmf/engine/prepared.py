@@ -58,12 +58,14 @@ class PreparedRatings:
                                     + submit_routes(self.item_blocks, self.user_layout.bounds, placement))
         return self.cache["routes"]
 
-    def _submit_blocks(self, placement: Placement) -> None:
+    def _submit_blocks(self, placement: Placement, on_partitions=None) -> None:
+        """Submit the blocks; ``on_partitions`` places the splits (default: read from the
+        workers now, as after a lost worker)."""
         client = placement.client
         user_blocks, item_blocks = build_rating_blocks(
             self.ratings, scheduler.broadcast(self.user_ids, client), scheduler.broadcast(self.item_ids, client),
             self.user_layout, self.item_layout, placement=placement.on_worker,
-            split_placement=placement.on_partitions(self.ratings),
+            split_placement=on_partitions or placement.on_partitions(self.ratings),
         )
         blocks = placement.submit(user_blocks + item_blocks)
         self.user_blocks, self.item_blocks = blocks[: len(user_blocks)], blocks[len(user_blocks) :]
@@ -73,13 +75,12 @@ class PreparedRatings:
                     len(self.user_ids), len(self.item_ids), len(self.user_blocks), len(self.item_blocks))
 
 
-def rating_stats(ratings: dd.DataFrame, client, placement: Placement | None = None) -> tuple:
+def rating_stats(ratings: dd.DataFrame, client, on_partitions=None) -> tuple:
     """The one pass a fit starts with: ``(user ids, item ids, count, mean, (min, max))`` of
-    ``ratings`` (vocabularies as :class:`IdVocabulary`); refuses an empty table. ``placement``
-    spreads the pass over the workers (see :meth:`Placement.on_partitions`)."""
-    spread = placement.on_partitions(ratings) if placement is not None else None
+    ``ratings`` (vocabularies as :class:`IdVocabulary`); refuses an empty table.
+    ``on_partitions`` places the pass's tasks (see :meth:`Placement.on_partitions`)."""
     ((user_unique, item_unique, (total, count, low, high)),) = scheduler.compute(
-        [ids_and_stats(ratings, placement=spread)], client)
+        [ids_and_stats(ratings, placement=on_partitions)], client)
     if count == 0:
         raise ValueError("no ratings to train on: the ratings table is empty (after any threshold)")
     return IdVocabulary(user_unique), IdVocabulary(item_unique), int(count), total / count, (low, high)
@@ -92,10 +93,11 @@ def prepare_ratings(ratings: dd.DataFrame, n_blocks: int | None, client=None,
     grains (see :class:`BlockLayout`)."""
     client = scheduler.resolve_client(client)
     placement = placement or Placement(client)
-    user_ids, item_ids, count, mean, rating_range = rating_stats(ratings, client, placement)
+    on_partitions = placement.on_partitions(ratings)  # one look at where the partitions are, for both passes
+    user_ids, item_ids, count, mean, rating_range = rating_stats(ratings, client, on_partitions)
     n_blocks = n_blocks or scheduler.total_threads(client)
     prepared = PreparedRatings(ratings, user_ids, item_ids, count, mean, rating_range,
                                BlockLayout(len(user_ids), n_blocks, grains=grains),
                                BlockLayout(len(item_ids), n_blocks, grains=grains))
-    prepared._submit_blocks(placement)
+    prepared._submit_blocks(placement, on_partitions)
     return prepared

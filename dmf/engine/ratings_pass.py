@@ -49,12 +49,12 @@ def merge_ids_and_stats(parts: list) -> tuple:
                           max(s[3] for s in stats))
 
 
-def ids_and_stats(ratings: dd.DataFrame, fan_in: int = 16, placement: list | None = None):
+def ids_and_stats(ratings: dd.DataFrame, fan_in: int = 16, placement=None):
     """Delayed (user ids, item ids, (sum, count, min, max)) of ``ratings``: one task per
-    partition (inside the context ``placement[p]`` when given), merged in a tree of ``fan_in``."""
+    partition (inside the context ``placement(p)`` when given), merged in a tree of ``fan_in``."""
     level = []
     for p, part in enumerate(ratings.to_delayed()):
-        with placement[p] if placement is not None else contextlib.nullcontext():
+        with placement(p) if placement is not None else contextlib.nullcontext():
             level.append(dask.delayed(partition_ids_and_stats, pure=True)(part))
     merge = dask.delayed(merge_ids_and_stats, pure=True)
     while len(level) > 1:

@@ -11,43 +11,11 @@ before).
 
 from __future__ import annotations
 
-import ctypes
 import logging
-import os
 
 import numpy as np
-from distributed.diagnostics.plugin import WorkerPlugin
 
 logger = logging.getLogger(__name__)
-
-#: glibc allocator settings for dmf's workers. Dask's nanny starts workers with
-#: ``MALLOC_TRIM_THRESHOLD_=65536``, which also pins glibc's mmap threshold at 128 KiB: every
-#: array over 128 KiB is then a fresh mapping whose pages fault in on first touch, and a
-#: block split ran 2.5x slower than in a plain process (50 against 19.5 ms for 857 k ratings).
-#: With these thresholds arrays up to 32 MiB reuse the heap and up to 128 MiB of freed heap is
-#: kept per arena (19.8 ms). ``DMF_TUNE_ALLOCATOR=0`` on the client leaves Dask's settings.
-MMAP_THRESHOLD = 32 * 2**20
-TRIM_THRESHOLD = 128 * 2**20
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
-
-
-def tune_allocator() -> bool:
-    """Set :data:`MMAP_THRESHOLD` and :data:`TRIM_THRESHOLD` in this process (glibc's
-    ``mallopt``); False where that is not glibc."""
-    try:
-        mallopt = ctypes.CDLL("libc.so.6").mallopt
-    except (OSError, AttributeError):
-        return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
-
-
-class AllocatorPlugin(WorkerPlugin):
-    """Runs :func:`tune_allocator` on every worker, present and future (a replacement too)."""
-
-    name = "dmf-allocator"
-
-    def setup(self, worker) -> None:
-        tune_allocator()
 
 #: Schedulers whose workers were found compiled (checked once per client process).
 _CHECKED: set[str] = set()
@@ -77,16 +45,13 @@ def compile_kernels(objective) -> None:
 
 
 def compile_once(client, objective) -> None:
-    """Before a fit on ``client``, once per scheduler: the workers' allocator settings
-    (:class:`AllocatorPlugin`), and when some worker has not compiled dmf's kernels yet, a
-    compile on one worker first (one log line says so)."""
+    """Before a fit on ``client``: when some worker has not compiled dmf's kernels yet, compile
+    them on one worker first (one log line says so)."""
     from dmf.engine.kernels import kernels_compiled
 
     address = getattr(client.scheduler, "address", None)
     if address in _CHECKED:
         return
-    if os.environ.get("DMF_TUNE_ALLOCATOR", "1") != "0":
-        client.register_plugin(AllocatorPlugin())
     compiled = client.run(kernels_compiled)
     if compiled and not all(compiled.values()):
         logger.info("compiling dmf's kernels once, on one worker (the first fit of this installation; numba caches "
